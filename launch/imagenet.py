@@ -1,0 +1,60 @@
+"""Distil a timm teacher into a timm student: `accelerate launch launch/imagenet.py --method icd+kd`.
+
+With no --config, runs the embedded demo (configs/demo.yaml): Fashion-MNIST photos as JPEG files,
+a teacher trained and cached on first run. Every config key is a flag too: --train.epochs 2.
+"""
+import copy
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
+
+import torch  # noqa: E402
+from accelerate import PartialState  # noqa: E402
+
+from pipeline.config import ConfigError, parse_args  # noqa: E402
+from pipeline.methods import METHODS, parse_method  # noqa: E402
+from pipeline.trainer import Trainer  # noqa: E402
+
+log = logging.getLogger("launch")
+
+
+def train_missing_teacher(cfg):
+    """The demo has no pretrained weights offline: train the teacher with `--method none` once, cache it."""
+    teacher_cfg = copy.deepcopy(cfg)
+    teacher_cfg.method = "none"
+    teacher_cfg.student = copy.deepcopy(cfg.teacher)
+    teacher_cfg.student.checkpoint = ""
+    teacher_cfg.train.epochs = cfg.teacher.train_epochs or cfg.train.epochs
+    teacher_cfg.train.name = f"teacher-{cfg.teacher.arch}"
+    log.warning("teacher checkpoint %s is missing: training the teacher (%s, %d epochs, --method none) first",
+                cfg.teacher.checkpoint, cfg.teacher.arch, teacher_cfg.train.epochs)
+    trainer = Trainer(teacher_cfg, resume="auto")
+    trainer.fit()
+    if trainer.accelerator.is_main_process:
+        Path(cfg.teacher.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        trainer.export_student(Path(cfg.teacher.checkpoint))
+        log.warning("teacher cached at %s", cfg.teacher.checkpoint)
+    trainer.accelerator.wait_for_everyone()
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        cfg, args = parse_args(argv)
+        names = parse_method(cfg.method)
+    except (ConfigError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    state = PartialState(cpu=not torch.cuda.is_available())  # the same choice the Trainer makes
+    if not state.is_main_process:  # one process logs; the others warn only
+        logging.getLogger().setLevel(logging.WARNING)
+    needs_teacher = any(METHODS[n].needs_teacher for n in names)
+    if needs_teacher and cfg.teacher.train_if_missing and not Path(cfg.teacher.checkpoint).is_file():
+        train_missing_teacher(cfg)
+    Trainer(cfg, resume=args.resume).fit()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Loaders: `build_loaders` picks DALI or the torchvision fallback and returns (train, val).
+
+Every loader yields dict batches on the training device:
+  views:  list of 1 or 2 tensors (B x 3 x H x W, float32, normalised with data.mean/std)
+  labels: (B,) int64 class labels
+  index:  (B,) int64 dataset indices (what CRD's memory banks are keyed by)
+  valid:  (B,) bool, validation only: False on padding, which every count must skip
+and has `num_classes`, `num_samples` (dataset size), `len()` (steps per epoch, equal on every rank) and `set_epoch(epoch, start_step)`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+
+from pipeline.config import DataConfig
+from pipeline.data.demo import prepare_demo_data
+from pipeline.data.folder import list_image_folder
+from pipeline.data.torch_loader import TorchLoader
+
+log = logging.getLogger(__name__)
+
+
+def dataset_root(cfg: DataConfig) -> Path:
+    """The ImageNet-layout root: `data.root`, or the embedded demo data when it is empty."""
+    return Path(cfg.root) if cfg.root else prepare_demo_data(cfg.demo_dir)
+
+
+def resolve_backend(cfg: DataConfig) -> str:
+    dali_installed = importlib.util.find_spec("nvidia.dali") is not None
+    if cfg.backend == "dali" and not dali_installed:
+        raise RuntimeError("data.backend is 'dali' but nvidia-dali is not installed (pip install nvidia-dali-cuda130)")
+    if cfg.backend == "auto" and not dali_installed:
+        log.warning("FALLBACK: NVIDIA DALI is not installed; using the torchvision DataLoader (CPU decode)")
+        return "torch"
+    return "torch" if cfg.backend == "torch" else "dali"
+
+
+def build_loaders(cfg: DataConfig, *, batch_size: int, views: int, seed: int, rank: int, world: int,
+                  device: torch.device):
+    """Train loader (`views` views per image) and val loader (one view) for this process."""
+    root = dataset_root(cfg)
+    backend = resolve_backend(cfg)
+    common = dict(batch_size=batch_size, image_size=cfg.image_size, val_resize=cfg.val_resize,
+                  min_area=cfg.min_area, mean=cfg.mean, std=cfg.std, workers=cfg.workers, seed=seed,
+                  rank=rank, world=world, device=device)
+    if backend == "dali":
+        from pipeline.data.dali import build_dali_loaders
+
+        return build_dali_loaders(cfg, root, views=views, **common)
+    train = TorchLoader(list_image_folder(root / "train", cfg.per_class), train=True, views=views, **common)
+    val = TorchLoader(list_image_folder(root / "val", cfg.val_per_class), train=False, views=1, **common)
+    if train.num_classes != val.num_classes:
+        raise ValueError(f"{root}: train has {train.num_classes} classes but val has {val.num_classes}")
+    if len(train) == 0:
+        raise ValueError(f"{root / 'train'}: {len(train.listing)} images are fewer than one batch of "
+                         f"{batch_size} per process on {world} processes; lower train.batch_size")
+    return train, val

@@ -1,0 +1,35 @@
+"""The trained module: the student plus every method's own modules, wrapped once for DDP.
+
+Everything with gradients (student, heads, SLKD's self-learning teachers) runs inside this one
+forward, so DDP sees every parameter used in the call it wraps. The frozen teacher stays outside.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.methods import Method, NetOutput, Outputs
+from pipeline.models import Network
+
+
+class Distiller(nn.Module):
+    def __init__(self, student: Network, methods: list[Method], ce_weight: float):
+        super().__init__()
+        self.student = student
+        self.methods = nn.ModuleList(methods)
+        overrides = [m.ce_weight for m in methods if m.ce_weight is not None]
+        self.ce_weight = overrides[0] if overrides else ce_weight
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, teacher: NetOutput | None, views: int,
+                index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """images: (views * B, 3, H, W), labels: (views * B,) -> {term name: weighted loss}."""
+        logits, features = self.student(images)
+        out = Outputs(images=images, labels=labels, student=NetOutput(logits, features), teacher=teacher,
+                      views=views, index=index)
+        terms = {}
+        if self.ce_weight:
+            terms["ce"] = self.ce_weight * F.cross_entropy(logits.float(), labels)
+        for method in self.methods:
+            terms.update(method(out))
+        return terms

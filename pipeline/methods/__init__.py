@@ -1,0 +1,6 @@
+"""Distillation methods, one file each; importing this package registers them all."""
+from pipeline.methods import kd, none  # noqa: F401  (registration)
+from pipeline.methods.base import (METHODS, Method, MethodContext, NetOutput, Outputs, build_methods,
+                                   parse_method)
+
+__all__ = ["METHODS", "Method", "MethodContext", "NetOutput", "Outputs", "build_methods", "parse_method"]

@@ -1,0 +1,105 @@
+"""The method interface and registry.
+
+A method declares what it needs (views, the teacher, the sample index), owns its parameters and
+buffers (heads, scalars, memory banks, extra networks) and returns a dict of named, already-weighted
+loss terms. `--method a+b` builds each term once and sums the dicts; the trainer never branches on
+a method's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from pipeline.config import Config
+
+METHODS: dict[str, type["Method"]] = {}
+ALIASES = {"dccd": "kd+dkd+ccd"}
+
+
+def register(name: str):
+    def wrap(cls):
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+    return wrap
+
+
+@dataclass
+class NetOutput:
+    logits: torch.Tensor  # (views * B, C)
+    features: torch.Tensor  # (views * B, d): pooled pre-logit features
+
+
+@dataclass
+class Outputs:
+    """One step's forward results; with two views, rows [0, B) are view a and [B, 2B) view b."""
+    images: torch.Tensor  # (views * B, 3, H, W)
+    labels: torch.Tensor  # (views * B,)
+    student: NetOutput
+    teacher: NetOutput | None
+    views: int
+    index: torch.Tensor | None = None  # (B,) dataset indices, for methods with needs_index
+
+    def per_view(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return x.chunk(self.views)
+
+
+@dataclass
+class MethodContext:
+    """What a method may build from: the config, the networks' sizes, and a network factory."""
+    cfg: Config
+    student_dim: int
+    teacher_dim: int
+    num_classes: int
+    num_train_samples: int
+    build_teacher_like: Callable[[], nn.Module]  # a fresh, randomly initialised network of the teacher's arch
+
+
+class Method(nn.Module):
+    name = "?"
+    views = 1  # views of each image the method needs (1 or 2)
+    needs_teacher = True
+    needs_index = False
+    ce_weight: float | None = None  # set to replace train.ce_weight (a method folding CE into its own terms)
+
+    def __init__(self, ctx: MethodContext):
+        super().__init__()
+
+    def forward(self, out: Outputs) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def no_weight_decay(self) -> set[str]:
+        """Names (relative to this module) of parameters kept out of weight decay: scalars, biases, norms."""
+        return {n for n, p in self.named_parameters() if p.ndim <= 1}
+
+    def extra_networks(self) -> dict[str, nn.Module]:
+        """Networks besides the student that are worth evaluating (e.g. SLKD's self-learning teachers)."""
+        return {}
+
+
+def parse_method(spec: str) -> list[str]:
+    """'icd+kd' -> ['icd', 'kd']; aliases expand; unknown or repeated terms are errors naming the choices."""
+    names: list[str] = []
+    for term in spec.split("+"):
+        term = term.strip()
+        names += ALIASES[term].split("+") if term in ALIASES else [term]
+    choices = ", ".join(sorted(METHODS) + sorted(ALIASES))
+    for n in names:
+        if n not in METHODS:
+            raise ValueError(f"unknown method term '{n}' in --method {spec!r} (choices: {choices})")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"--method {spec!r} names {', '.join(repeated)} more than once")
+    if "none" in names and len(names) > 1:
+        raise ValueError(f"--method {spec!r}: 'none' trains on cross-entropy alone and cannot be combined")
+    overriding = [n for n in names if METHODS[n].ce_weight is not None]
+    if len(overriding) > 1:
+        raise ValueError(f"--method {spec!r}: {' and '.join(overriding)} each set the cross-entropy weight")
+    return names
+
+
+def build_methods(spec: str, ctx: MethodContext) -> list[Method]:
+    return [METHODS[name](ctx) for name in parse_method(spec)]

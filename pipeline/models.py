@@ -1,0 +1,106 @@
+"""timm teacher and student: one forward gives the logits and the pooled pre-logit features."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from pipeline.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+class Network(nn.Module):
+    """A timm classifier returning (logits, features); `features` is the classifier's input.
+
+    The loader normalises with the data's mean/std once; a network whose own statistics differ
+    (timm's pretrained_cfg) gets an on-device affine re-normalisation instead of a second decode.
+    """
+
+    def __init__(self, model: nn.Module, data_mean, data_std):
+        super().__init__()
+        self.model = model
+        model_mean = torch.tensor(model.pretrained_cfg.get("mean", data_mean), dtype=torch.float32)
+        model_std = torch.tensor(model.pretrained_cfg.get("std", data_std), dtype=torch.float32)
+        data_mean, data_std = torch.tensor(data_mean), torch.tensor(data_std)
+        self.renormalise = not (torch.allclose(model_mean, data_mean) and torch.allclose(model_std, data_std))
+        # x_model = (x_data * data_std + data_mean - model_mean) / model_std
+        self.register_buffer("scale", (data_std / model_std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", ((data_mean - model_mean) / model_std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def feature_dim(self) -> int:
+        return getattr(self.model, "head_hidden_size", None) or self.model.num_features
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.renormalise:
+            x = x * self.scale + self.shift
+        features = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return self.model.get_classifier()(features), features
+
+
+def _clean_state_dict(state: dict) -> dict:
+    for key in ("state_dict", "model", "student"):  # common wrappers of saved checkpoints
+        if key in state and isinstance(state[key], dict):
+            state = state[key]
+    prefixes = ("module.", "_orig_mod.", "model.")
+    out = {}
+    for k, v in state.items():
+        for p in prefixes:
+            while k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a .safetensors file or a torch state dict into `model`; errors name the file and the mismatch."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+    state = _clean_state_dict(state)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        def few(items):
+            return ", ".join(items[:5]) + (f" ... (+{len(items) - 5})" if len(items) > 5 else "")
+        problems = [f"missing keys: {few(missing)}" if missing else "",
+                    f"unexpected keys: {few(unexpected)}" if unexpected else "",
+                    f"shape mismatches: {few(shapes)}" if shapes else ""]
+        raise ValueError(f"{path} does not match {type(model).__name__}: " + "; ".join(p for p in problems if p))
+    model.load_state_dict(state)
+
+
+def create_network(cfg: ModelConfig, num_classes: int, data_mean, data_std) -> Network:
+    try:
+        model = timm.create_model(cfg.arch, pretrained=cfg.pretrained, num_classes=num_classes)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise ValueError(f"unknown timm architecture '{cfg.arch}' (see timm.list_models())") from e
+        raise
+    if cfg.checkpoint:
+        load_weights(model, cfg.checkpoint)
+        log.info("loaded %s weights from %s", cfg.arch, cfg.checkpoint)
+    return Network(model, data_mean, data_std)
+
+
+def freeze(network: Network) -> Network:
+    """A teacher: eval mode (BN statistics fixed), no parameter takes gradients. The trainer keeps it
+    outside the trained module, so no `.train()` call reaches it."""
+    network.eval()
+    network.requires_grad_(False)
+    return network

@@ -1,0 +1,362 @@
+"""The accelerate training loop: distil a frozen teacher into a student with any `+`-joined methods.
+
+Read top to bottom: `Trainer.__init__` is the table of contents (accelerator, loaders, networks,
+methods, optimizer, schedule, resume); `fit` runs epochs; `train_epoch` runs steps; `evaluate` is
+exact top-1/top-5 over the validation set with every image counted once across processes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import timm.optim
+import timm.utils
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from timm.scheduler import create_scheduler_v2
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from pipeline import checkpoint
+from pipeline.config import Config, to_dict
+from pipeline.data import build_loaders
+from pipeline.distiller import Distiller
+from pipeline.methods import METHODS, MethodContext, NetOutput, build_methods, parse_method
+from pipeline.models import Network, create_network, freeze
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume: str = ""):
+        self.cfg = cfg
+        names = parse_method(cfg.method)
+        self.views = max(METHODS[n].views for n in names)
+        self.needs_teacher = any(METHODS[n].needs_teacher for n in names)
+        self.accelerator = self.create_accelerator()
+        set_seed(cfg.train.seed)  # same initial weights on every process (DDP also broadcasts them)
+        self.run_dir = self.create_run_dir()
+        self.train_loader, self.val_loader = self.create_loaders()
+        self.teacher = self.create_teacher() if self.needs_teacher else None
+        self.model = self.create_distiller()
+        self.optimizer = self.create_optimizer()
+        self.scheduler = self.create_scheduler()
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.accelerator.register_for_checkpointing(self.scheduler)
+        self.step_fn = self.create_compiled_step()
+        self.epoch, self.step_in_epoch, self.global_step, self.skipped_steps = 0, 0, 0, 0
+        self.history: list[dict] = []
+        self.stop_signal: int | None = None
+        if resume:
+            self.resume(resume)
+        self.writer = SummaryWriter(str(self.run_dir / "tb")) if self.accelerator.is_main_process else None
+
+    # ---- construction -------------------------------------------------------------------------
+    def create_accelerator(self) -> Accelerator:
+        cuda = torch.cuda.is_available()
+        precision = self.cfg.train.precision
+        bf16 = precision == "bf16" or (precision == "auto" and cuda)
+        # broadcast_buffers=False: memory banks are buffers too and must not be re-broadcast every step;
+        # BN statistics are averaged across processes before each evaluation and checkpoint instead.
+        ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+        return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no", kwargs_handlers=[ddp])
+
+    def create_run_dir(self) -> Path:
+        t = self.cfg.train
+        name = t.name or f"{self.cfg.method.replace('+', '_')}-{self.cfg.teacher.arch}-{self.cfg.student.arch}"
+        run_dir = Path(t.output_dir) / name
+        if self.accelerator.is_main_process:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+        return run_dir
+
+    def create_loaders(self):
+        world = self.accelerator.num_processes
+        if self.cfg.train.batch_size % world:
+            raise ValueError(f"train.batch_size {self.cfg.train.batch_size} is not divisible by {world} processes")
+        self.batch_per_process = self.cfg.train.batch_size // world
+        with self.accelerator.main_process_first():  # the demo data is written once, by rank 0
+            train, val = build_loaders(
+                self.cfg.data, batch_size=self.batch_per_process, views=self.views, seed=self.cfg.train.seed,
+                rank=self.accelerator.process_index, world=world, device=self.accelerator.device)
+        self.steps_per_epoch = len(train)
+        if self.cfg.train.steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, self.cfg.train.steps_per_epoch)
+        return train, val
+
+    def create_network(self, model_cfg) -> Network:
+        return create_network(model_cfg, self.train_loader.num_classes, self.cfg.data.mean, self.cfg.data.std)
+
+    def create_teacher(self) -> Network:
+        if not (self.cfg.teacher.checkpoint or self.cfg.teacher.pretrained):
+            raise ValueError("the method needs a teacher: set teacher.checkpoint (a local .safetensors or state "
+                             "dict) or teacher.pretrained, or set teacher.train_if_missing to train one first")
+        teacher = freeze(self.create_network(self.cfg.teacher)).to(self.accelerator.device)
+        if self.accelerator.device.type == "cuda":
+            teacher = teacher.to(memory_format=torch.channels_last)
+        return teacher
+
+    def create_distiller(self) -> Distiller:
+        student = self.create_network(self.cfg.student)
+        teacher_dim = self.teacher.feature_dim if self.teacher is not None else 0
+        ctx = MethodContext(cfg=self.cfg, student_dim=student.feature_dim, teacher_dim=teacher_dim,
+                            num_classes=self.train_loader.num_classes,
+                            num_train_samples=self.train_loader.num_samples,
+                            build_teacher_like=lambda: self.create_network(
+                                type(self.cfg.teacher)(arch=self.cfg.teacher.arch)))
+        model = Distiller(student, build_methods(self.cfg.method, ctx), self.cfg.train.ce_weight)
+        model = model.to(self.accelerator.device)
+        if self.accelerator.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        # No weight decay on biases, norm layers (1-d) and method scalars such as ICD's tau and b.
+        no_decay = {f"methods.{i}.{n}" for i, m in enumerate(self.model.methods) for n in m.no_weight_decay()}
+        groups = timm.optim.param_groups_weight_decay(self.model, t.weight_decay, no_weight_decay_list=no_decay)
+        self.base_lr = t.lr * t.batch_size / 256
+        return torch.optim.SGD(groups, lr=self.base_lr, momentum=t.momentum)
+
+    def create_scheduler(self):
+        t = self.cfg.train
+        scheduler, _ = create_scheduler_v2(
+            self.optimizer, sched="multistep" if t.sched == "step" else "cosine", num_epochs=t.epochs,
+            decay_milestones=t.decay_epochs, decay_rate=t.decay_rate, warmup_epochs=t.warmup_epochs,
+            warmup_lr=t.warmup_lr, min_lr=t.min_lr, step_on_epochs=False, updates_per_epoch=self.steps_per_epoch)
+        scheduler.step_update(0)
+        return scheduler
+
+    def create_compiled_step(self):
+        mode = self.cfg.train.compile
+        if mode == "on" or (mode == "auto" and torch.cuda.is_available()):
+            log.info("torch.compile (%s) of the student step and the teacher", self.cfg.train.compile_backend)
+            if self.teacher is not None:
+                self.teacher_fn = torch.compile(self.teacher, backend=self.cfg.train.compile_backend)
+            return torch.compile(self.model, backend=self.cfg.train.compile_backend)
+        self.teacher_fn = self.teacher
+        return self.model
+
+    # ---- training -----------------------------------------------------------------------------
+    def fit(self) -> dict:
+        self.install_signal_handlers()
+        start = time.time()
+        for self.epoch in range(self.epoch, self.cfg.train.epochs):
+            self.train_epoch()
+            if self.stop_signal is not None:
+                self.save()
+                log.warning("stopped by signal %d at epoch %d step %d; checkpoint written, resume with --resume auto",
+                            self.stop_signal, self.epoch, self.step_in_epoch)
+                return {"stopped": True, "global_step": self.global_step}
+            metrics = self.evaluate()
+            self.step_in_epoch = 0
+            self.log_metrics({"epoch": self.epoch + 1, **metrics}, kind="eval")
+            self.save(epoch_done=True)
+        summary = {"method": self.cfg.method, "student": self.cfg.student.arch, "teacher": self.cfg.teacher.arch,
+                   "epochs": self.cfg.train.epochs, "wall_s": round(time.time() - start, 1),
+                   "skipped_steps": self.skipped_steps, **(self.history[-1] if self.history else {})}
+        if self.accelerator.is_main_process:
+            self.export_student(self.run_dir / "student.safetensors")
+            self.writer.close()
+        self.accelerator.print("SUMMARY " + json.dumps(summary))
+        return summary
+
+    def train_epoch(self):
+        self.model.train()
+        self.train_loader.set_epoch(self.epoch, start_step=self.step_in_epoch)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}",
+                   disable=not self.accelerator.is_main_process, dynamic_ncols=True, mininterval=2.0)
+        window_start, window_images = time.time(), 0
+        for batch in self.train_loader:
+            if self.step_in_epoch >= self.steps_per_epoch:
+                break
+            terms = self.train_step(batch)
+            self.step_in_epoch += 1
+            self.global_step += 1
+            window_images += self.batch_per_process * self.accelerator.num_processes
+            bar.update(1)
+            if self.global_step % self.cfg.train.log_every == 0 or self.step_in_epoch == self.steps_per_epoch:
+                rate = window_images / (time.time() - window_start)
+                values = {k: v.item() for k, v in terms.items()}
+                bar.set_postfix({"img/s": f"{rate:.0f}", **{k: f"{v:.3f}" for k, v in values.items()}})
+                self.log_metrics({"epoch": self.epoch, "step": self.global_step, "images_per_s": rate,
+                                  "lr": self.optimizer.param_groups[0]["lr"], "loss": sum(values.values()),
+                                  **{f"loss/{k}": v for k, v in values.items()}}, kind="train")
+                window_start, window_images = time.time(), 0
+            every = self.cfg.train.checkpoint_every
+            if every and self.global_step % every == 0 and self.step_in_epoch < self.steps_per_epoch:
+                self.save()
+            if self.stop_requested():
+                break
+        bar.close()
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        images = torch.cat(batch["views"])
+        if images.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = batch["labels"].repeat(self.views)
+        with self.accelerator.autocast():
+            teacher_out = None
+            if self.teacher is not None:
+                with torch.no_grad():
+                    t_logits, t_features = self.teacher_fn(images)
+                teacher_out = NetOutput(t_logits.float(), t_features.float())
+            terms = self.step_fn(images, labels, teacher_out, self.views, batch.get("index"))
+            loss = sum(terms.values())
+        self.accelerator.backward(loss)
+        # DDP has averaged the gradients, so every rank sees the same finiteness and decides alike.
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        if not torch.isfinite(grad_norm):
+            self.handle_nonfinite(terms)
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step_update(self.global_step + 1)
+        return {k: v.detach() for k, v in terms.items()}
+
+    def handle_nonfinite(self, terms: dict[str, torch.Tensor]):
+        bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["(another process's terms)"]
+        where = f"step {self.global_step + 1} (epoch {self.epoch + 1}), loss terms {', '.join(bad)}"
+        if not self.cfg.train.skip_nonfinite:
+            raise NonFiniteLossError(f"non-finite loss at {where}; the last good checkpoint is kept in "
+                                     f"{self.run_dir / 'checkpoints'} (set train.skip_nonfinite to skip such steps)")
+        self.skipped_steps += 1
+        log.warning("skipping non-finite step at %s (%d skipped so far)", where, self.skipped_steps)
+        self.log_metrics({"step": self.global_step + 1, "skipped_steps": self.skipped_steps}, kind="skip")
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.sync_batchnorm_statistics()
+        distiller = self.accelerator.unwrap_model(self.model)
+        networks = {"student": distiller.student}
+        for method in distiller.methods:
+            networks.update(method.extra_networks())
+        if self.teacher is not None and not any(h.get("teacher_top1") is not None for h in self.history):
+            networks["teacher"] = self.teacher  # frozen: evaluated once
+        for net in networks.values():
+            net.eval()
+        counts = torch.zeros(len(networks), 2, device=self.accelerator.device)  # (top1, top5) per network
+        seen = torch.zeros((), device=self.accelerator.device)
+        self.val_loader.set_epoch(0)
+        for batch in self.val_loader:
+            images, labels, valid = batch["views"][0], batch["labels"], batch["valid"]
+            if images.device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            seen += valid.sum()
+            with self.accelerator.autocast():
+                for i, net in enumerate(networks.values()):
+                    logits, _ = net(images)
+                    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                    hit = top5 == labels[:, None]
+                    counts[i, 0] += (hit[:, 0] & valid).sum()
+                    counts[i, 1] += (hit.any(dim=1) & valid).sum()
+        counts = self.accelerator.reduce(counts, "sum")
+        seen = self.accelerator.reduce(seen, "sum")
+        self.model.train()
+        if self.teacher is not None:
+            self.teacher.eval()
+        metrics = {"val_images": int(seen.item())}
+        for i, name in enumerate(networks):
+            metrics[f"{name}_top1"] = 100 * counts[i, 0].item() / seen.item()
+            metrics[f"{name}_top5"] = 100 * counts[i, 1].item() / seen.item()
+        if "teacher_top1" not in metrics and self.history:
+            metrics["teacher_top1"] = self.history[-1].get("teacher_top1")
+        self.history.append(metrics)
+        return metrics
+
+    def sync_batchnorm_statistics(self):
+        """Average BN running statistics over processes (buffers are not broadcast every step)."""
+        if self.accelerator.num_processes > 1:
+            timm.utils.distribute_bn(self.accelerator.unwrap_model(self.model), self.accelerator.num_processes,
+                                     reduce=True)
+
+    # ---- checkpoints, resume, signals ---------------------------------------------------------
+    def trainer_state(self) -> dict:
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+                "skipped_steps": self.skipped_steps, "history": self.history, "method": self.cfg.method}
+
+    def save(self, epoch_done: bool = False):
+        self.sync_batchnorm_statistics()
+        state = self.trainer_state()
+        if epoch_done:  # the next run starts the following epoch
+            state.update(epoch=self.epoch + 1, step_in_epoch=0)
+        path = checkpoint.save_checkpoint(self.accelerator, self.run_dir, state, self.cfg.train.keep_checkpoints)
+        log.info("checkpoint %s", path)
+
+    def resume(self, resume: str):
+        candidates = ([p for p in reversed(checkpoint.list_checkpoints(self.run_dir)) if checkpoint.is_complete(p)]
+                      if resume == "auto" else [Path(resume)])
+        if resume == "auto" and not candidates:
+            log.info("--resume auto: no checkpoint in %s, starting fresh", self.run_dir)
+            return
+        for path in candidates:
+            if not checkpoint.is_complete(path):
+                raise FileNotFoundError(f"--resume {path}: not a complete checkpoint (no {checkpoint.COMPLETE} "
+                                        "manifest, or a file is truncated)")
+            try:
+                state = checkpoint.read_trainer_state(path)
+                if state["method"] != self.cfg.method:
+                    raise ValueError(f"{path} was written by --method {state['method']}, not {self.cfg.method}")
+                self.accelerator.load_state(str(path))
+                break
+            except ValueError:
+                raise
+            except Exception as e:  # a damaged newest checkpoint: fall back to the one before it
+                if resume != "auto" or path == candidates[-1]:
+                    raise RuntimeError(f"cannot load checkpoint {path}: {e}") from e
+                log.warning("cannot load checkpoint %s (%s); trying the one before it", path, e)
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step, self.skipped_steps = state["global_step"], state["skipped_steps"]
+        self.history = state["history"]
+        log.info("resumed from %s at epoch %d, step %d of the epoch", path, self.epoch + 1, self.step_in_epoch)
+
+    def install_signal_handlers(self):
+        """SIGUSR1 (Slurm's warning before preemption) or SIGTERM: finish the step, checkpoint, exit."""
+        def request_stop(signum, frame):
+            self.stop_signal = signum
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, request_stop)
+
+    def stop_requested(self) -> bool:
+        """Collective: a signal may reach one rank only, so all agree before anyone stops."""
+        flag = torch.tensor(float(self.stop_signal is not None), device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag, "max")
+        if flag.item() and self.stop_signal is None:
+            self.stop_signal = signal.SIGTERM
+        return bool(flag.item())
+
+    # ---- outputs ------------------------------------------------------------------------------
+    def log_metrics(self, metrics: dict, kind: str):
+        if not self.accelerator.is_main_process:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"kind": kind, "time": time.time(), **metrics}) + "\n")
+        step = metrics.get("step", self.global_step)
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and v is not None and math.isfinite(v) and k not in ("step", "epoch"):
+                self.writer.add_scalar(f"{kind}/{k}", v, step)
+        if kind == "eval":
+            self.accelerator.print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                                            for k, v in metrics.items()))
+
+    def export_student(self, path: Path):
+        """The bare timm student weights: `timm.create_model(arch, num_classes=...)` loads them."""
+        from safetensors.torch import save_file
+
+        student = self.accelerator.unwrap_model(self.model).student.model
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, str(tmp))
+        os.replace(tmp, path)

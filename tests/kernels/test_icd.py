@@ -1,0 +1,161 @@
+"""kernels/icd.py against an independent float64 implementation of the ICD equations.
+
+The Triton kernels run in the interpreter on CPU (TRITON_INTERPRET=1, also set by conftest.py).
+Every buffer the kernels fill starts as NaN (conftest's `poison`), so an element left unwritten fails.
+"""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported; duplicate of conftest.py
+
+import math
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels import icd, reference
+
+ALPHA, MAX_SCALE = 0.5, 10.0
+UNCLAMPED, CLAMPED = 1.0, 3.0  # exp(3) > 10: the scale sits on the clamp
+LARGE = pytest.mark.timeout(600)  # interpreter-heavy; runs everywhere, listed apart (-k "not large" to skip locally)
+SHAPES = [(B, D) for B in (2, 7, 64) for D in (64, 100, 512)] + [
+    pytest.param(129, 64), pytest.param(129, 100), pytest.param(129, 512, marks=LARGE, id="129-512-large")]
+DTYPES = [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)]  # (input dtype, relative tolerance)
+pytestmark = pytest.mark.usefixtures("poison")
+NAMES = ("z_s", "z_t", "log_scale", "bias")
+
+
+def icd_formula(z_s, z_t, log_scale, bias, alpha=ALPHA, max_scale=MAX_SCALE):
+    """Eq. 8-13 of the ICD paper in float64 with explicit softmaxes (official-code semantics)."""
+    scale = torch.minimum(log_scale.exp(), torch.tensor(max_scale, dtype=log_scale.dtype))
+    logits = torch.einsum("id,jd->ij", z_s, z_t) * scale + bias  # L_ij: student i vs teacher j
+    e = (logits - logits.detach().max()).exp()  # a common shift cancels in every softmax below
+    q = e / e.sum(dim=1, keepdim=True)  # Q_ij = softmax_j L_ij
+    p = (e / e.sum(dim=0, keepdim=True)).T  # P_ij = softmax_j L_ji (row i of L^T)
+    contrast = -q.diagonal().log().mean()  # CE with targets arange(B)
+    invariance = (p * (p.log() - q.log())).sum(dim=1).mean()  # mean_i KL(P_i || Q_i)
+    return contrast + alpha * invariance
+
+
+def make_inputs(B, D, dtype, log_scale, seed):
+    """L2-normalised pairs in `dtype` (teacher = student + noise: cos ~ 0.45), fp32 scalars.
+
+    Pairs far closer than this saturate the softmaxes at scale 10: the gradient becomes a difference
+    of O(1) terms and every fp32 evaluation, kernels.reference included, loses digits beyond 1e-4.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    z_s = F.normalize(torch.randn(B, D, generator=gen), dim=1)
+    z_t = F.normalize(z_s + 2.0 * F.normalize(torch.randn(B, D, generator=gen), dim=1), dim=1)
+    return z_s.to(dtype), z_t.to(dtype), torch.tensor(log_scale), torch.tensor(0.3)
+
+
+def rel_err(out, ref):
+    assert torch.isfinite(out).all(), out
+    return ((out.double() - ref).norm() / ref.norm()).item()
+
+
+def kernel_and_formula(inputs, grad_scale):
+    leaves = [x.clone().requires_grad_() for x in inputs]
+    loss = icd.icd_loss(*leaves, ALPHA, MAX_SCALE)
+    grads = torch.autograd.grad(loss * grad_scale, leaves)
+    ref_leaves = [x.detach().double().requires_grad_() for x in inputs]  # bf16-rounded values, exactly
+    ref = icd_formula(*ref_leaves)
+    ref_grads = torch.autograd.grad(ref * grad_scale, ref_leaves)
+    assert loss.shape == () and loss.dtype == torch.float32
+    for g, x in zip(grads, inputs):
+        assert g.shape == x.shape and g.dtype == x.dtype
+    return loss, grads, ref, ref_grads
+
+
+def check(B, D, dtype, tol, log_scale=UNCLAMPED, grad_scale=1.0):
+    inputs = make_inputs(B, D, dtype, log_scale, seed=zlib.crc32(repr((B, D, dtype, log_scale, grad_scale)).encode()))
+    loss, grads, ref, ref_grads = kernel_and_formula(inputs, grad_scale)
+    assert rel_err(loss, ref) < tol
+    for name, g, r in zip(NAMES[:2], grads, ref_grads):
+        assert rel_err(g, r) < tol, name
+    assert torch.count_nonzero(grads[3]) == 0  # b cancels in every softmax: exactly zero, not just small
+    assert abs(ref_grads[3].item()) < 1e-12  # ... and the formula agrees
+    if log_scale > math.log(MAX_SCALE):
+        assert grads[2].item() == 0.0 and ref_grads[2].item() == 0.0  # above the clamp, as torch.clamp
+    else:
+        assert abs(ref_grads[2].item()) > 1e-3  # a real gradient, not a vacuous comparison
+        assert rel_err(grads[2], ref_grads[2]) < tol
+
+
+@pytest.mark.parametrize("dtype, tol", DTYPES)
+@pytest.mark.parametrize("B, D", SHAPES)
+def test_icd_matches_formula(B, D, dtype, tol):
+    check(B, D, dtype, tol)
+
+
+@pytest.mark.parametrize("dtype, tol", DTYPES)
+@pytest.mark.parametrize("log_scale", [UNCLAMPED, CLAMPED])
+@pytest.mark.parametrize("B, D", [(7, 100), (64, 64)])
+def test_icd_grad_output_and_clamp(B, D, dtype, tol, log_scale):
+    check(B, D, dtype, tol, log_scale=log_scale, grad_scale=0.37)
+
+
+def test_icd_just_below_clamp_keeps_gradient():
+    # exp(log_scale) = 9.9 < 10: the scale is live, so its gradient must flow
+    check(7, 64, torch.float32, 1e-4, log_scale=math.log(9.9))
+
+
+@pytest.mark.parametrize("trained", [(0,), (1,), (2,), (1, 2)])
+def test_icd_only_requested_gradients(trained):
+    # the backward skips launches whose gradients nobody asked for; the ones asked for stay exact
+    inputs = make_inputs(7, 64, torch.float32, UNCLAMPED, seed=13)
+    leaves = [x.clone().requires_grad_(i in trained) for i, x in enumerate(inputs)]
+    grads = torch.autograd.grad(icd.icd_loss(*leaves) * 0.37, [leaves[i] for i in trained])
+    ref_leaves = [x.double().requires_grad_() for x in inputs]
+    ref_grads = torch.autograd.grad(icd_formula(*ref_leaves) * 0.37, [ref_leaves[i] for i in trained])
+    for g, r in zip(grads, ref_grads):
+        assert rel_err(g, r) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_icd_single_pair_is_zero(dtype):
+    # B = 1: the only logit is its own row and column softmax, so CE, KL and every gradient vanish
+    loss, grads, ref, ref_grads = kernel_and_formula(make_inputs(1, 100, dtype, UNCLAMPED, seed=1), 1.0)
+    assert abs(ref.item()) < 1e-12 and max(g.abs().max().item() for g in ref_grads) < 1e-12
+    assert abs(loss.item()) < 1e-6
+    for g in grads:
+        assert torch.isfinite(g).all() and g.abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("log_scale", [UNCLAMPED, CLAMPED])
+def test_reference_matches_formula(log_scale):
+    inputs = [x.double().requires_grad_() for x in make_inputs(33, 40, torch.float64, log_scale, seed=7)]
+    ref = reference.icd_loss(*inputs, ALPHA, MAX_SCALE)
+    ref_grads = torch.autograd.grad(ref, inputs)
+    formula = icd_formula(*inputs)
+    formula_grads = torch.autograd.grad(formula, inputs)
+    assert abs(ref.item() - formula.item()) < 1e-12 * abs(formula.item())
+    for g, f in zip(ref_grads, formula_grads):
+        assert (g - f).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize("log_scale", [UNCLAMPED, CLAMPED])
+def test_reference_gradcheck(log_scale):
+    inputs = [x.double().requires_grad_() for x in make_inputs(5, 8, torch.float64, log_scale, seed=3)]
+    assert torch.autograd.gradcheck(lambda *xs: reference.icd_loss(*xs, ALPHA, MAX_SCALE), inputs)
+
+
+def test_icd_custom_op_registrations():
+    # schema, fake (meta) kernel and autograd registration of the forward op, as torch.compile needs them
+    inputs = [x.requires_grad_() for x in make_inputs(7, 64, torch.float32, UNCLAMPED, seed=5)]
+    torch.library.opcheck(torch.ops.kernels.icd_loss.default, (*inputs, ALPHA, MAX_SCALE))
+
+
+def test_icd_compiles_fullgraph():
+    inputs = make_inputs(7, 64, torch.float32, UNCLAMPED, seed=11)
+    eager = [x.clone().requires_grad_() for x in inputs]
+    compiled = [x.clone().requires_grad_() for x in inputs]
+    loss = icd.icd_loss(*eager) * 0.37
+    loss.backward()
+    step = torch.compile(lambda *xs: icd.icd_loss(*xs) * 0.37, fullgraph=True, backend="aot_eager")
+    c_loss = step(*compiled)
+    c_loss.backward()
+    assert torch.equal(c_loss, loss)  # same kernels on the same inputs: bitwise equal
+    for e, c in zip(eager, compiled):
+        assert torch.equal(c.grad, e.grad)
