@@ -42,6 +42,7 @@ def train_missing_teacher(cfg):
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
     try:
         cfg, args = parse_args(argv)
         names = parse_method(cfg.method)

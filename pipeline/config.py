@@ -158,6 +158,8 @@ def _check_value(key: str, value, annotation, source: str):
         return [_check_value(f"{key}[{i}]", v, item_type, source) for i, v in enumerate(value)]
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is str and isinstance(value, bool) and "on" in CHOICES.get(key, ()):
+        value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
     if annotation is float and isinstance(value, str):
         try:  # PyYAML reads '1e-4' (no dot) as a string
             return float(value)
@@ -251,9 +253,9 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     cfg = Config()
     apply(cfg, load_yaml(args.config), source=str(args.config))
     overrides = {}
-    for key in flat_keys(cfg):
+    for key, annotation in flat_keys(cfg).items():
         raw = getattr(args, key)
-        if raw is not None:
-            overrides[key] = yaml.safe_load(raw) if raw != "" else ""
+        if raw is not None:  # a string key keeps the text as typed (YAML would read 'off' as false)
+            overrides[key] = raw if annotation is str or raw == "" else yaml.safe_load(raw)
     apply(cfg, nest(overrides), source="command line")
     return cfg, args

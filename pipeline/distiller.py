@@ -31,5 +31,9 @@ class Distiller(nn.Module):
         if self.ce_weight:
             terms["ce"] = self.ce_weight * F.cross_entropy(logits.float(), labels)
         for method in self.methods:
-            terms.update(method(out))
+            new = method(out)
+            if terms.keys() & new.keys():  # a silent overwrite would drop a loss term
+                raise ValueError(f"method {method.name} returns loss terms {sorted(terms.keys() & new.keys())} "
+                                 "that another term already returned")
+            terms.update(new)
         return terms

@@ -1,5 +1,5 @@
 """Distillation methods, one file each; importing this package registers them all."""
-from pipeline.methods import kd, none  # noqa: F401  (registration)
+from pipeline.methods import ccd, crd, dkd, icd, kd, none, slkd  # noqa: F401  (registration)
 from pipeline.methods.base import (METHODS, Method, MethodContext, NetOutput, Outputs, build_methods,
                                    parse_method)
 

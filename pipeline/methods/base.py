@@ -63,7 +63,9 @@ class Method(nn.Module):
     views = 1  # views of each image the method needs (1 or 2)
     needs_teacher = True
     needs_index = False
-    ce_weight: float | None = None  # set to replace train.ce_weight (a method folding CE into its own terms)
+    # Not None: the method replaces train.ce_weight (it folds CE into its own loss). The class value marks
+    # that (parse_method allows one such term); the Distiller uses the instance's, computed from the config.
+    ce_weight: float | None = None
 
     def __init__(self, ctx: MethodContext):
         super().__init__()
@@ -79,6 +81,11 @@ class Method(nn.Module):
         """Networks besides the student that are worth evaluating (e.g. SLKD's self-learning teachers)."""
         return {}
 
+    @classmethod
+    def check_combination(cls, names: list[str]) -> str | None:
+        """Why this method cannot run together with the other terms in `names`, or None if it can."""
+        return None
+
 
 def parse_method(spec: str) -> list[str]:
     """'icd+kd' -> ['icd', 'kd']; aliases expand; unknown or repeated terms are errors naming the choices."""
@@ -93,8 +100,10 @@ def parse_method(spec: str) -> list[str]:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ValueError(f"--method {spec!r} names {', '.join(repeated)} more than once")
-    if "none" in names and len(names) > 1:
-        raise ValueError(f"--method {spec!r}: 'none' trains on cross-entropy alone and cannot be combined")
+    for n in names:
+        reason = METHODS[n].check_combination(names)
+        if reason:
+            raise ValueError(f"--method {spec!r}: {reason}")
     overriding = [n for n in names if METHODS[n].ce_weight is not None]
     if len(overriding) > 1:
         raise ValueError(f"--method {spec!r}: {' and '.join(overriding)} each set the cross-entropy weight")

@@ -6,5 +6,11 @@ from pipeline.methods.base import Method, register
 class NoDistillation(Method):
     needs_teacher = False
 
+    @classmethod
+    def check_combination(cls, names):
+        if len(names) > 1:
+            return "'none' trains on cross-entropy alone and cannot be combined"
+        return None
+
     def forward(self, out):
         return {}
