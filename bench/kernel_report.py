@@ -2,13 +2,18 @@
 
     .venv/bin/python bench/kernel_report.py [--dtype bf16|fp32]
 
-Runs on a machine without a GPU. Sizes: B = 256 per GPU, C = 1000 (kd, dkd); d = 512 and 2048
-(icd, ccd; passed to each build_specs under its own name, e.g. icd's D).
+Runs on a machine without a GPU. Sizes (kernels._build.production_jobs): B = 256 per GPU, C = 1000
+(kd, dkd); icd's 128-d embeddings at B = 256 (one view) and 512 (two views); ccd's features at
+d = 512 and 2048. (pipeline/methods/icd.py currently normalises its embeddings in fp32, so production
+ICD runs the fp32 rows whatever the trainer's precision.)
 
 Table 1, one row per @triton.jit launch (KernelSpec from each module's build_specs):
   regs / spill bytes / shared bytes: compiled for sm_90 with kernels/_build.py (ptxas -v on the PTX).
   bytes, FLOPs: the spec's own count of global-memory traffic and floating-point work.
-  floor = max(bytes / 3.35 TB/s, FLOPs / 989 TFLOP/s): H100 SXM HBM3 bandwidth, dense bf16 peak.
+  dots: the precision of the kernel's tl.dot calls (KernelSpec.dot_flops) and the H100 SXM dense peak
+    that prices them: bf16 tensor cores 989 TFLOP/s, tf32 494, fp32 "ieee" (CUDA-core FMA) 67;
+    "none" = no dots. FLOPs outside dots (exp, softmax algebra, ...) are priced at CUDA-core fp32, 67.
+  floor = max(bytes / 3.35 TB/s, sum of FLOPs / their peak); bound: which term wins (mem / flop).
 
 Table 2, one row per loss, forward + backward of one call as the trainer makes it (students' and
 trainable heads' inputs require grad, teachers' do not), measured, not derived:
@@ -16,11 +21,14 @@ trainable heads' inputs require grad, teachers' do not), measured, not derived:
     TorchDispatchMode that sees every aten op, the backward's included. Each op that is not a view
     or a bare allocation counts as one kernel launch (as it would in eager CUDA) and moves the
     bytes of its tensor inputs plus outputs (numel * element size). Its FLOPs are matmul FLOPs from
-    torch.utils.flop_counter (elementwise work is far below the bandwidth floor).
+    torch.utils.flop_counter (elementwise work is far below the bandwidth floor), priced at bf16 tensor
+    cores for --dtype bf16 (the trainer's autocast runs them in bf16) and at fp32 CUDA cores for fp32
+    (torch's default: TF32 off, and nothing in the pipeline turns it on).
   fused: kernels.<name>_loss with backend "triton" runs on fake tensors under the same counter;
     each kernels::* custom op contributes the launches and bytes of its module's KernelSpecs, and
     the torch ops around it (row-loss sums, grad_output scaling) are counted like the reference's.
-    Torch ops inside a custom op's Python body (e.g. a host-side sum) are not seen.
+    Torch ops inside a custom op's Python body (e.g. a host-side sum) are not seen. Its compute is
+    its KernelSpecs' (priced as in table 1).
 """
 import argparse
 import os
@@ -38,16 +46,24 @@ os.environ.pop("TRITON_INTERPRET", None)  # the kernels must be imported as comp
 
 import kernels  # noqa: E402
 from kernels import reference  # noqa: E402
-from kernels._build import available_modules, build_in_subprocess, size_kwargs, spec_key, specs_for  # noqa: E402
+from kernels._build import build_in_subprocess, production_jobs, size_kwargs, spec_key, specs_for  # noqa: E402
+from kernels._spec import H100_PEAK_FLOPS  # noqa: E402
 
 HBM_BYTES_PER_S = 3.35e12
-PEAK_FLOPS = 989e12
-B, C, DIMS = 256, 1000, (512, 2048)
 _NO_KERNEL = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "lift_fresh"}
 
 
-def floor_us(nbytes: float, flops: float) -> float:
-    return max(nbytes / HBM_BYTES_PER_S, flops / PEAK_FLOPS) * 1e6
+def floor_us(nbytes: float, compute_s: float) -> float:
+    return max(nbytes / HBM_BYTES_PER_S, compute_s) * 1e6
+
+
+def bound(nbytes: float, compute_s: float) -> str:
+    return "mem" if nbytes / HBM_BYTES_PER_S >= compute_s else "flop"
+
+
+def dots_label(spec) -> str:
+    """e.g. "bf16@989+ieee_fp32@67": each dot precision the spec uses, with its peak in TFLOP/s."""
+    return "+".join(f"{p}@{H100_PEAK_FLOPS[p] / 1e12:.0f}" for p in spec.dot_precision.split("+"))
 
 
 class LaunchCounter(TorchDispatchMode):
@@ -75,7 +91,7 @@ def loss_inputs(name: str, sizes: dict, dtype: torch.dtype):
     """Inputs of one loss call and which of them train, as the trainer passes them."""
     g = torch.Generator().manual_seed(0)
     rand = lambda *shape: (torch.randn(*shape, generator=g) * 3).to(dtype)  # noqa: E731
-    d = sizes.get("d")
+    d, B, C = sizes.get("d"), sizes["B"], sizes.get("C")
     if name == "kd":
         return [rand(B, C), rand(B, C), 4.0], [0]
     if name == "dkd":
@@ -112,15 +128,13 @@ def main() -> None:
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
     start = time.time()
 
-    jobs = []
-    for name in available_modules():
-        for d in DIMS if name in ("icd", "ccd") else (None,):
-            sizes = {"B": B, "C": C, "dtype": dtype_name} | ({"d": d} if d else {})
-            jobs.append((name, sizes))
+    jobs = production_jobs((dtype_name,))
     built = {(r["module"], r["key"]): r for r in build_in_subprocess(jobs, archs=(90,))}
 
-    print(f"Fused Triton kernels, {dtype_name} inputs, sm_90 build; floor on H100 (3.35 TB/s, 989 TFLOP/s)\n")
-    head = f"{'kernel':<26}{'sizes':<22}{'grid':>8}{'warps':>6}{'regs':>6}{'spill B':>8}{'smem B':>8}{'MB':>9}{'GFLOP':>9}{'floor us':>10}"
+    print(f"Fused Triton kernels, {dtype_name} inputs, sm_90 build; floor on H100 SXM: 3.35 TB/s, and per "
+          f"FLOP kind (TFLOP/s) bf16 989, tf32 494, fp32 67 (ieee dots and all non-dot work)\n")
+    head = (f"{'kernel':<22}{'sizes':<15}{'grid':>7}{'warps':>6}{'regs':>5}{'spill B':>8}{'smem B':>7}"
+            f"{'MB':>8}{'GFLOP':>8}  {'dots@peak TFLOP/s':<22}{'floor us':>9}{'bound':>6}")
     print(head + "\n" + "-" * len(head))
     per_job = {}
     for name, sizes in jobs:
@@ -130,12 +144,15 @@ def main() -> None:
         for spec in specs:
             r = built[(name, spec_key(spec))]
             grid = "x".join(map(str, spec.grid))
-            print(f"{spec.name:<26}{label:<22}{grid:>8}{spec.num_warps:>6}{r['n_regs']:>6}{r['n_spills']:>8}"
-                  f"{r['shared']:>8}{spec.bytes_moved / 1e6:>9.3f}{spec.flops / 1e9:>9.3f}"
-                  f"{floor_us(spec.bytes_moved, spec.flops):>10.2f}")
+            compute = spec.compute_seconds()
+            print(f"{spec.name:<22}{label:<15}{grid:>7}{spec.num_warps:>6}{r['n_regs']:>5}{r['n_spills']:>8}"
+                  f"{r['shared']:>7}{spec.bytes_moved / 1e6:>8.3f}{spec.flops / 1e9:>8.3f}  {dots_label(spec):<22}"
+                  f"{floor_us(spec.bytes_moved, compute):>9.2f}{bound(spec.bytes_moved, compute):>6}")
 
-    print("\nPer loss, forward + backward: fused (Triton kernels + torch ops around them) vs unfused reference\n")
-    head = (f"{'loss':<6}{'sizes':<22}{'fused launches':>15}{'fused MB':>10}{'floor us':>10}"
+    ref_peak = H100_PEAK_FLOPS["bf16" if dtype_name == "bf16" else "ieee_fp32"]
+    print(f"\nPer loss, forward + backward: fused (Triton kernels + torch ops around them) vs unfused reference"
+          f"\n(reference matmuls at {ref_peak / 1e12:.0f} TFLOP/s: {dtype_name} as the trainer runs them)\n")
+    head = (f"{'loss':<6}{'sizes':<15}{'fused launches':>15}{'fused MB':>10}{'floor us':>10}"
             f"{'ref launches':>13}{'ref MB':>9}{'floor us':>10}{'ref/fused bytes':>16}")
     print(head + "\n" + "-" * len(head))
     kernels.set_backend("triton")
@@ -146,11 +163,11 @@ def main() -> None:
         glue_launches, glue_bytes, _, ops = count(getattr(kernels, f"{name}_loss"), inputs, trained, fake=True)
         assert ops, f"kernels.{name}_loss ran no kernels:: custom op"
         fused_bytes = glue_bytes + sum(s.bytes_moved for s in specs)
-        fused_flops = sum(s.flops for s in specs)
+        fused_compute = sum(s.compute_seconds() for s in specs)
         label = ", ".join(f"{k}={v}" for k, v in size_kwargs(name, sizes).items() if k != "dtype")
-        print(f"{name:<6}{label:<22}{len(specs) + glue_launches:>15}{fused_bytes / 1e6:>10.3f}"
-              f"{floor_us(fused_bytes, fused_flops):>10.2f}{ref_launches:>13}{ref_bytes / 1e6:>9.3f}"
-              f"{floor_us(ref_bytes, ref_flops):>10.2f}{ref_bytes / fused_bytes:>16.1f}")
+        print(f"{name:<6}{label:<15}{len(specs) + glue_launches:>15}{fused_bytes / 1e6:>10.3f}"
+              f"{floor_us(fused_bytes, fused_compute):>10.2f}{ref_launches:>13}{ref_bytes / 1e6:>9.3f}"
+              f"{floor_us(ref_bytes, ref_flops / ref_peak):>10.2f}{ref_bytes / fused_bytes:>16.1f}")
     print(f"\n({time.time() - start:.0f} s)")
 
 

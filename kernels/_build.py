@@ -24,9 +24,24 @@ from kernels._spec import KernelSpec
 KERNEL_MODULES = ("kd", "dkd", "icd", "ccd")
 ARCHS = (80, 90)
 SHARED_LIMIT = {80: 166912, 90: 232448}  # max dynamic shared memory per block (bytes): 163 KiB, 227 KiB
-# Production sizes (ImageNet, per GPU): logits (256, 1000); features d = 512 (ResNet-18/34) and 2048 (ResNet-50).
+# Sizes every module is built at (ImageNet, per GPU): logits (256, 1000); features d = 512 (ResNet-18/34)
+# and 2048 (ResNet-50). icd takes d as its embedding width D, which production does not use (see below).
 PRODUCTION_SIZES = tuple({"B": 256, "C": 1000, "d": d, "dtype": dtype} for d in (512, 2048) for dtype in ("bf16", "fp32"))
+ICD_DIM = 128  # pipeline/methods/icd.py: heads project to 128-d embeddings
+ICD_BATCHES = (256, 512)  # one view per GPU, and two views in one call
 _ALIASES = {"d": ("d", "D", "dim")}
+
+
+def production_jobs(dtypes=("bf16", "fp32")) -> list[tuple[str, dict]]:
+    """(module, sizes) of the launches production makes, per module: kd/dkd logits (256, 1000); icd
+    embeddings (256 or 512, 128); ccd features (256, 512 or 2048). Only modules present in the tree."""
+    jobs = []
+    for dtype in dtypes:
+        jobs += [(m, {"B": 256, "C": 1000, "dtype": dtype}) for m in ("kd", "dkd")]
+        jobs += [("icd", {"B": b, "d": ICD_DIM, "dtype": dtype}) for b in ICD_BATCHES]
+        jobs += [("ccd", {"B": 256, "d": d, "dtype": dtype}) for d in (512, 2048)]
+    present = set(available_modules())
+    return [(m, sizes) for m, sizes in jobs if m in present]
 
 
 def available_modules() -> list[str]:
@@ -105,7 +120,8 @@ def _job(job: tuple[str, dict, int, int]) -> dict:
     result = compile_spec(spec, arch)
     return {"module": module_name, "name": spec.name, "key": spec_key(spec), "arch": arch, "sizes": sizes,
             "constexprs": {k: v for k, v in spec.constexprs.items()}, "num_warps": spec.num_warps,
-            "grid": list(spec.grid), "bytes_moved": spec.bytes_moved, "flops": spec.flops, **result}
+            "grid": list(spec.grid), "bytes_moved": spec.bytes_moved, "flops": spec.flops,
+            "dot_precision": spec.dot_precision, **result}
 
 
 def build_all(jobs: list[tuple[str, dict]], archs=ARCHS, workers: int = 2) -> list[dict]:

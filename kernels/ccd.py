@@ -28,9 +28,12 @@ batch, and accumulates both sums. The backward keeps only the inputs and the fou
 d x d matrix. The forward cannot cheaply emit the gradient: each tile's G feeds every row of dc,
 which would need atomics across tiles.
 
-Precision: every tl.dot takes fp32 operands with input_precision="ieee" (bf16 inputs are upcast on
-load; the standardised c is fp32 anyway, so a bf16 dot would round it). One code path is what the
-interpreter tests verify (the interpreter's bf16 dot is wrong). Cost at production (B = 256,
+Precision: every tl.dot takes fp32 operands with input_precision="ieee" (CUDA-core FMA, ~67 TFLOP/s on
+an H100, not the tensor cores' 989 bf16 / 494 tf32; build_specs says so in dot_flops). Unlike ICD's
+similarity dots, no operand is a raw input: both dots multiply computed fp32 values (the standardised
+c = (x - mu) r, and the gradient tile G), so a bf16 or tf32 dot would round them (2^-9 / 2^-11 per
+entry) even for bf16 inputs, silently; they stay fp32. The interpreter tests verify this one path
+(the interpreter's bf16 dot is wrong anyway). Cost at production (B = 256,
 d = 2048): ~2 GFLOP forward and ~4 GFLOP backward per input that needs a gradient (the teacher's
 usually does not), a few hundred microseconds at CUDA-core fp32 rates (estimate, not measured).
 """
@@ -126,6 +129,7 @@ def _corr_tile(
         xb = tl.load(b_ptrs, mask=kb & b_ok, other=0.0).to(tl.float32)
         ca = tl.where(ka, (xa - mean_a) * rstd_a, 0.0)  # padded batch rows must be 0, not -mean * rstd
         cb = tl.where(kb, (xb - mean_b) * rstd_b, 0.0)
+        # ca, cb are computed fp32 (not the bf16 inputs): a bf16/tf32 dot would round them, so fp32 "ieee"
         acc = tl.dot(ca, cb, acc, input_precision="ieee")
         a_ptrs += step
         b_ptrs += step
@@ -216,7 +220,7 @@ def _ccd_bwd_kernel(
         mask = bo_ok & j_ok[None, :]
         x_other = tl.load(other_ptr + j0 + other_bo, mask=mask, other=0.0).to(tl.float32)
         c_other = tl.where(mask, (x_other - mean_j) * rstd_j, 0.0)
-        h = tl.dot(c_other, tl.trans(grad), h, input_precision="ieee")
+        h = tl.dot(c_other, tl.trans(grad), h, input_precision="ieee")  # computed fp32 operands: see _corr_tile
 
     mask = bo_ok & i_ok[None, :]
     own = own_ptr + offs_bo[:, None] * d + offs_i[None, :]
@@ -391,6 +395,7 @@ def build_specs(B: int = 256, d: int = 2048, dtype: torch.dtype = torch.bfloat16
         bytes_moved=2 * B * d * elt + 4 * d * 4 + 4 * n_i * n_j,
         # the Corr dot; standardising each loaded element once per tile it feeds; ~6 flops per Corr entry
         flops=2 * B * d * d + 2 * B * d * (n_i + n_j) + 6 * d * d,
+        dot_flops={"ieee_fp32": 2 * B * d * d},
     ))
 
     meta, warps, stages = _launch_opts(cfg["bwd"])
@@ -408,5 +413,6 @@ def build_specs(B: int = 256, d: int = 2048, dtype: torch.dtype = torch.bfloat16
             # per batch block: the Corr recompute with its standardisation and ~8 flops per entry for G;
             # then the h dot and its standardised operand
             flops=grid[1] * (2 * B * d * d + 2 * B * d * (n_i + n_j) + 8 * d * d) + 2 * B * d * d + 2 * B * d * n_i,
+            dot_flops={"ieee_fp32": grid[1] * 2 * B * d * d + 2 * B * d * d},
         ))
     return specs

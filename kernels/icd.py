@@ -26,10 +26,21 @@ instead of a B x B matrix, and every tile of G needs just those vectors plus the
 similarity tiles (two B x B x D dots per backward launch: cheap at D = 128). The forward cannot cheaply produce the
 gradient (as Liger's jsd does): G needs the finished colLSE and t of every column, i.e. a second sweep.
 
-Precision: every tl.dot takes fp32 operands with input_precision="ieee" (bf16 inputs are upcast on
-load). One code path is what the interpreter tests verify (the interpreter's bf16 dot is wrong),
-fp32 accumulation matches the reference, and at production size (B = 512, D = 128: ~0.5 GFLOP
-forward + backward) CUDA-core fp32 costs tens of microseconds (estimate, not measured).
+Precision. The similarity dots (S and its transposed tile, forward and backward) take DOT_BF16:
+  - bf16 inputs on a GPU (DOT_BF16=True): bf16 x bf16 tensor-core dots with fp32 accumulation. A product
+    of two bf16 values (8-bit significands) is exact in fp32 (16 <= 24 bits), so the products are exactly
+    those of the fp32 path; only the fp32 accumulation's order and rounding differ (fp32-level, far below
+    the bf16 inputs' own rounding). No precision is lost, at the tensor-core rate (989 vs 67 TFLOP/s, H100).
+  - fp32 inputs, and the Triton interpreter (TRITON_INTERPRET=1), whose bf16 tl.dot returns garbage
+    (DOT_BF16=False): operands upcast to fp32 on load, input_precision="ieee" (CUDA-core FMA). The
+    interpreter tests (tests/kernels/test_icd.py) therefore check the numerics of this fp32 path for
+    bf16 inputs too; the bf16 path is only compiled (tests/kernels/test_gpu_build.py), not run, here.
+The backward's output dot (G @ zt or G^T @ zs) stays fp32 "ieee" whatever the inputs: G is a computed
+fp32 value, and casting it to bf16 for the tensor cores would round every entry (up to 2^-9 relative)
+silently, with the error amplified where a row's terms cancel (the contrastive part of each row of G
+sums to 0). It is a third of the backward's dot FLOPs but, with the similarity dots on tensor cores,
+most of its time at peak (bench/kernel_report.py, B = 512, D = 128: ~1.0 of a ~1.2 us floor). At
+production sizes (~0.5 GFLOP forward + backward) every launch here is a few microseconds either way.
 """
 import torch
 import triton
@@ -49,6 +60,7 @@ def _icd_sim_tiles(
     BLOCK_A: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    DOT_BF16: tl.constexpr,  # bf16 inputs, bf16 tensor-core dots (exact products); else fp32 "ieee" dots
 ):
     """Return (S[a, c], S[c, a]) as (BLOCK_A, BLOCK_C) fp32 tiles; out-of-range rows/columns give 0."""
     offs_k = tl.arange(0, BLOCK_K)
@@ -64,12 +76,16 @@ def _icd_sim_tiles(
         k_left = D - k0
         mask_a = a_ok & (offs_k[None, :] < k_left)
         mask_c = c_ok & (offs_k[:, None] < k_left)
-        zs_a = tl.load(zs_a_ptrs, mask=mask_a, other=0.0).to(tl.float32)
-        zt_a = tl.load(zt_a_ptrs, mask=mask_a, other=0.0).to(tl.float32)
-        zt_c = tl.load(zt_c_ptrs, mask=mask_c, other=0.0).to(tl.float32)
-        zs_c = tl.load(zs_c_ptrs, mask=mask_c, other=0.0).to(tl.float32)
-        sim = tl.dot(zs_a, zt_c, sim, input_precision="ieee")
-        sim_t = tl.dot(zt_a, zs_c, sim_t, input_precision="ieee")
+        zs_a = tl.load(zs_a_ptrs, mask=mask_a, other=0.0)
+        zt_a = tl.load(zt_a_ptrs, mask=mask_a, other=0.0)
+        zt_c = tl.load(zt_c_ptrs, mask=mask_c, other=0.0)
+        zs_c = tl.load(zs_c_ptrs, mask=mask_c, other=0.0)
+        if DOT_BF16:  # GPU only: the interpreter's bf16 dot is garbage, so tests run the branch below
+            sim = tl.dot(zs_a, zt_c, sim, out_dtype=tl.float32)
+            sim_t = tl.dot(zt_a, zs_c, sim_t, out_dtype=tl.float32)
+        else:
+            sim = tl.dot(zs_a.to(tl.float32), zt_c.to(tl.float32), sim, input_precision="ieee")
+            sim_t = tl.dot(zt_a.to(tl.float32), zs_c.to(tl.float32), sim_t, input_precision="ieee")
         zs_a_ptrs += BLOCK_K
         zt_a_ptrs += BLOCK_K
         zs_c_ptrs += BLOCK_K
@@ -102,6 +118,7 @@ def _icd_fwd_kernel(
     BLOCK_M: tl.constexpr,  # rows a streamed per step
     BLOCK_N: tl.constexpr,  # columns c owned by this program
     BLOCK_K: tl.constexpr,  # D chunk of the dots
+    DOT_BF16: tl.constexpr,  # see _use_bf16_dot
 ):
     offs_c = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     c_ok = offs_c < B
@@ -117,7 +134,7 @@ def _icd_fwd_kernel(
     for a0 in range(0, B, BLOCK_M):
         offs_a = a0 + tl.arange(0, BLOCK_M)
         a_ok = offs_a < B
-        sim, sim_t = _icd_sim_tiles(zs_ptr, zt_ptr, offs_a, offs_c, B, D, BLOCK_M, BLOCK_N, BLOCK_K)
+        sim, sim_t = _icd_sim_tiles(zs_ptr, zt_ptr, offs_a, offs_c, B, D, BLOCK_M, BLOCK_N, BLOCK_K, DOT_BF16)
         # padded rows a drop out of every sum over a; padded columns are computed but never stored
         logits = tl.where(a_ok[:, None], s * sim + b, float("-inf"))  # L_ac
         logits_t = tl.where(a_ok[:, None], s * sim_t + b, float("-inf"))  # L_ca
@@ -165,6 +182,7 @@ def _icd_bwd_kernel(
     BLOCK: tl.constexpr,  # batch tile side (own and streamed)
     BLOCK_K: tl.constexpr,  # D chunk of the similarity dots
     BLOCK_D: tl.constexpr,  # D chunk of the output owned by this program (grid axis 1)
+    DOT_BF16: tl.constexpr,  # the similarity recompute's dots, as in the forward (see _use_bf16_dot)
 ):
     offs_own = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -186,7 +204,7 @@ def _icd_bwd_kernel(
             offs_c = offs_other
         a_ok = offs_a < B
         c_ok = offs_c < B
-        sim, sim_t = _icd_sim_tiles(zs_ptr, zt_ptr, offs_a, offs_c, B, D, BLOCK, BLOCK, BLOCK_K)
+        sim, sim_t = _icd_sim_tiles(zs_ptr, zt_ptr, offs_a, offs_c, B, D, BLOCK, BLOCK, BLOCK_K, DOT_BF16)
         row_lse_a = tl.load(row_lse_ptr + offs_a, mask=a_ok, other=0.0)
         col_lse_a = tl.load(col_lse_ptr + offs_a, mask=a_ok, other=0.0)
         col_lse_c = tl.load(col_lse_ptr + offs_c, mask=c_ok, other=0.0)
@@ -198,6 +216,8 @@ def _icd_bwd_kernel(
         eye = tl.where(offs_a[:, None] == offs_c[None, :], 1.0, 0.0)
         g = r - eye + alpha * (w * (s * (sim - sim_t) - t_c[None, :]) + r - w_t)
         g = tl.where(a_ok[:, None] & c_ok[None, :], coef * g, 0.0)  # padding contributes nothing
+        # The output dot stays fp32 "ieee" even with DOT_BF16: g is a computed fp32 value, and a bf16
+        # tensor-core dot would round it to 8 significant bits, a silent loss the similarity dots avoid.
         if TEACHER:
             zs_a = tl.load(zs_ptr + offs_a[:, None] * D + offs_d[None, :], mask=a_ok[:, None] & d_ok[None, :],
                            other=0.0).to(tl.float32)
@@ -227,7 +247,8 @@ def _config(B: int, D: int) -> dict:
     Backward: 16 x 16 tiles, 8 warps, and one program owns a whole row of the gradient up to
     D = 512 (beyond, grid axis 1 splits D and each chunk recomputes the tiles); above D = 128
     64-wide K chunks halve the loop trips. Checked with ptxas for sm_80/sm_90 (no spills) at
-    D = 64, 100, 128, 512, 2048, bf16 and fp32.
+    D = 64, 100, 128, 512, 2048, bf16 and fp32. bf16 inputs compile the DOT_BF16 variant with the same
+    tiles (mma.sync on sm_80; the forward uses wgmma on sm_90), also without spills.
     """
     p2 = max(16, triton.next_power_of_2(D))
     fwd = dict(BLOCK_M=min(64, max(16, triton.next_power_of_2(B))), BLOCK_N=16, BLOCK_K=min(32, p2),
@@ -239,10 +260,26 @@ def _config(B: int, D: int) -> dict:
     return dict(fwd=fwd, bwd=bwd)
 
 
+def _use_bf16_dot(dtype: torch.dtype, interpreted: bool) -> bool:
+    """DOT_BF16: bf16 tensor-core similarity dots for bf16 inputs, except in the Triton interpreter.
+
+    bf16 x bf16 products are exact in fp32, so on a GPU this computes the fp32 path's products at the
+    tensor-core rate. The interpreter's bf16 tl.dot returns garbage, so there (TRITON_INTERPRET=1, how
+    the tests run) bf16 inputs take the fp32 path, and the tests check those numerics.
+    """
+    return dtype == torch.bfloat16 and not interpreted
+
+
+def _interpreted() -> bool:
+    """True under TRITON_INTERPRET: set now (os.environ), or when the kernels were defined (@triton.jit
+    then made interpreter functions, whatever the variable says later)."""
+    return triton.knobs.runtime.interpret or not isinstance(_icd_fwd_kernel, triton.runtime.JITFunction)
+
+
 def _forward(z_s, z_t, log_scale, bias, alpha, max_scale):
     B, D = z_s.shape
     cfg = _config(B, D)["fwd"]
-    meta = dict(cfg)
+    meta = dict(cfg, DOT_BF16=_use_bf16_dot(z_s.dtype, _interpreted()))
     num_warps, num_stages = meta.pop("num_warps"), meta.pop("num_stages")
     col_loss, row_lse, col_lse, t = (torch.empty((B,), dtype=torch.float32, device=z_s.device) for _ in range(4))
     grid = (triton.cdiv(B, meta["BLOCK_N"]),)
@@ -254,7 +291,7 @@ def _forward(z_s, z_t, log_scale, bias, alpha, max_scale):
 def _backward(grad, z_s, z_t, log_scale, bias, row_lse, col_lse, t, alpha, max_scale, student, teacher):
     """dz_s and dlog_scale if `student`, dz_t if `teacher` (the others come back empty); dbias = 0."""
     B, D = z_s.shape
-    meta = dict(_config(B, D)["bwd"])
+    meta = dict(_config(B, D)["bwd"], DOT_BF16=_use_bf16_dot(z_s.dtype, _interpreted()))  # as the forward
     num_warps, num_stages = meta.pop("num_warps"), meta.pop("num_stages")
     grid = (triton.cdiv(B, meta["BLOCK"]), triton.cdiv(D, meta["BLOCK_D"]))
     dlog_scale_part = torch.empty((grid[0],), dtype=torch.float32, device=z_s.device)
@@ -349,14 +386,18 @@ def _dtype(dtype) -> torch.dtype:
 
 
 def build_specs(B: int = 512, D: int = 128, dtype: torch.dtype = torch.bfloat16) -> list[KernelSpec]:
-    """The forward and both backward launches exactly as production configures them at (B, D, dtype)."""
+    """The forward and both backward launches exactly as production configures them on a GPU at
+    (B, D, dtype): DOT_BF16 for bf16 inputs (never the interpreter's choice, so the spec is the same
+    whether or not TRITON_INTERPRET is set where it is built)."""
     dtype = _dtype(dtype)
     cfg = _config(B, D)
+    dot_bf16 = _use_bf16_dot(dtype, interpreted=False)
+    sim_precision = "bf16" if dot_bf16 else "ieee_fp32"
     elt = torch.empty((), dtype=dtype).element_size()
     z, f32 = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype], "*fp32"
-    fwd = dict(cfg["fwd"])
+    fwd = dict(cfg["fwd"], DOT_BF16=dot_bf16)
     fwd_warps, fwd_stages = fwd.pop("num_warps"), fwd.pop("num_stages")
-    bwd = dict(cfg["bwd"])
+    bwd = dict(cfg["bwd"], DOT_BF16=dot_bf16)
     bwd_warps, bwd_stages = bwd.pop("num_warps"), bwd.pop("num_stages")
     specs = [
         KernelSpec(
@@ -365,13 +406,15 @@ def build_specs(B: int = 512, D: int = 128, dtype: torch.dtype = torch.bfloat16)
             signature={"zs_ptr": z, "zt_ptr": z, "log_scale_ptr": f32, "bias_ptr": f32, "col_loss_ptr": f32,
                        "row_lse_ptr": f32, "col_lse_ptr": f32, "t_ptr": f32, "B": "i32", "D": "i32",
                        "alpha": "fp32", "max_scale": "fp32",
-                       "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr"},
+                       "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr",
+                       "DOT_BF16": "constexpr"},
             constexprs=fwd,
             num_warps=fwd_warps,
             num_stages=fwd_stages,
             grid=(triton.cdiv(B, fwd["BLOCK_N"]),),
             bytes_moved=2 * B * D * elt + 8 + 4 * B * 4,
             flops=2 * (2 * B * B * D) + 20 * B * B,  # two similarity dots per tile + ~20 flops/entry
+            dot_flops={sim_precision: 2 * (2 * B * B * D)},
         )
     ]
     grid = (triton.cdiv(B, bwd["BLOCK"]), triton.cdiv(D, bwd["BLOCK_D"]))
@@ -383,7 +426,7 @@ def build_specs(B: int = 512, D: int = 128, dtype: torch.dtype = torch.bfloat16)
                        "col_lse_ptr": f32, "t_ptr": f32, "grad_out_ptr": f32, "dz_ptr": z,
                        "dlog_scale_part_ptr": f32, "B": "i32", "D": "i32", "alpha": "fp32", "max_scale": "fp32",
                        "TEACHER": "constexpr", "BLOCK": "constexpr", "BLOCK_K": "constexpr",
-                       "BLOCK_D": "constexpr"},
+                       "BLOCK_D": "constexpr", "DOT_BF16": "constexpr"},
             constexprs={"TEACHER": teacher, **bwd},
             num_warps=bwd_warps,
             num_stages=bwd_stages,
@@ -391,5 +434,8 @@ def build_specs(B: int = 512, D: int = 128, dtype: torch.dtype = torch.bfloat16)
             bytes_moved=3 * B * D * elt + 3 * B * 4 + 12 + 4 * grid[0],
             # per D chunk: two similarity dots + ~25 flops/entry for G; plus the output dot
             flops=grid[1] * (2 * (2 * B * B * D) + 25 * B * B) + 2 * B * B * D,
+            # the similarity recompute at DOT_BF16's precision; the output dot (computed G) stays fp32 ieee
+            dot_flops={sim_precision: grid[1] * 2 * (2 * B * B * D), "ieee_fp32": 2 * B * B * D}
+            if dot_bf16 else {"ieee_fp32": grid[1] * 2 * (2 * B * B * D) + 2 * B * B * D},
         ))
     return specs

@@ -15,7 +15,7 @@ from accelerate import PartialState  # noqa: E402
 
 from pipeline.config import ConfigError, parse_args  # noqa: E402
 from pipeline.methods import METHODS, parse_method  # noqa: E402
-from pipeline.trainer import Trainer  # noqa: E402
+from pipeline.trainer import Trainer, process_group_kwargs  # noqa: E402
 
 log = logging.getLogger("launch")
 
@@ -31,12 +31,14 @@ def train_missing_teacher(cfg):
     log.warning("teacher checkpoint %s is missing: training the teacher (%s, %d epochs, --method none) first",
                 cfg.teacher.checkpoint, cfg.teacher.arch, teacher_cfg.train.epochs)
     trainer = Trainer(teacher_cfg, resume="auto")
-    trainer.fit()
+    if trainer.fit().get("stopped"):  # preempted: a half-trained teacher must not be cached as the teacher
+        return False
     if trainer.accelerator.is_main_process:
         Path(cfg.teacher.checkpoint).parent.mkdir(parents=True, exist_ok=True)
         trainer.export_student(Path(cfg.teacher.checkpoint))
         log.warning("teacher cached at %s", cfg.teacher.checkpoint)
     trainer.accelerator.wait_for_everyone()
+    return True
 
 
 def main(argv=None):
@@ -48,12 +50,16 @@ def main(argv=None):
         names = parse_method(cfg.method)
     except (ConfigError, ValueError) as e:
         sys.exit(f"error: {e}")
-    state = PartialState(cpu=not torch.cuda.is_available())  # the same choice the Trainer makes
+    # The same choices the Trainer makes; the process group is created here, so its timeout is set here.
+    state = PartialState(cpu=not torch.cuda.is_available(), **process_group_kwargs(cfg))
     if not state.is_main_process:  # one process logs; the others warn only
         logging.getLogger().setLevel(logging.WARNING)
     needs_teacher = any(METHODS[n].needs_teacher for n in names)
     if needs_teacher and cfg.teacher.train_if_missing and not Path(cfg.teacher.checkpoint).is_file():
-        train_missing_teacher(cfg)
+        if not train_missing_teacher(cfg):
+            return  # stopped by a signal, checkpoint written: exit 0, the requeued job resumes the teacher
+    # A run stopped by SIGUSR1/SIGTERM returns after its checkpoint and exits 0 too (a non-zero worker exit
+    # would make the torchrun agent report a crash); requeueing is the Slurm batch script's decision.
     Trainer(cfg, resume=args.resume).fit()
 
 

@@ -72,6 +72,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = per epoch only)
     skip_nonfinite: bool = False
+    dist_timeout_s: int = 600  # a collective waiting longer (a dead or hung rank) raises instead of hanging
 
 
 @dataclass

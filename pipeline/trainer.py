@@ -11,7 +11,9 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import timm.optim
@@ -19,7 +21,8 @@ import timm.utils
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, set_seed
+from accelerate.utils import load as load_pickle
 from timm.scheduler import create_scheduler_v2
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -38,12 +41,24 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+class ResumeMismatchError(ValueError):
+    """The checkpoint belongs to another experiment (e.g. another --method): never fall back silently."""
+
+
+def process_group_kwargs(cfg: Config) -> dict:
+    """init_process_group arguments: a collective waiting longer than train.dist_timeout_s (a dead or hung
+    rank) raises instead of hanging, so the launcher exits and Slurm can requeue."""
+    return {"timeout": timedelta(seconds=cfg.train.dist_timeout_s)}
+
+
 class Trainer:
     def __init__(self, cfg: Config, resume: str = ""):
         self.cfg = cfg
         names = parse_method(cfg.method)
         self.views = max(METHODS[n].views for n in names)
         self.needs_teacher = any(METHODS[n].needs_teacher for n in names)
+        self.stop_signal: int | None = None
+        self.install_signal_handlers()  # early: a signal during setup must not kill a rank mid-resume
         self.accelerator = self.create_accelerator()
         set_seed(cfg.train.seed)  # same initial weights on every process (DDP also broadcasts them)
         self.run_dir = self.create_run_dir()
@@ -57,7 +72,7 @@ class Trainer:
         self.step_fn = self.create_compiled_step()
         self.epoch, self.step_in_epoch, self.global_step, self.skipped_steps = 0, 0, 0, 0
         self.history: list[dict] = []
-        self.stop_signal: int | None = None
+        self.last_saved: tuple | None = None  # (global_step, epoch, step_in_epoch) of the newest checkpoint
         if resume:
             self.resume(resume)
         self.writer = SummaryWriter(str(self.run_dir / "tb")) if self.accelerator.is_main_process else None
@@ -70,7 +85,8 @@ class Trainer:
         # broadcast_buffers=False: memory banks are buffers too and must not be re-broadcast every step;
         # BN statistics are averaged across processes before each evaluation and checkpoint instead.
         ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
-        return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no", kwargs_handlers=[ddp])
+        pg = InitProcessGroupKwargs(**process_group_kwargs(self.cfg))
+        return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no", kwargs_handlers=[ddp, pg])
 
     def create_run_dir(self) -> Path:
         t = self.cfg.train
@@ -150,14 +166,15 @@ class Trainer:
 
     # ---- training -----------------------------------------------------------------------------
     def fit(self) -> dict:
-        self.install_signal_handlers()
         start = time.time()
         for self.epoch in range(self.epoch, self.cfg.train.epochs):
             self.train_epoch()
-            if self.stop_signal is not None:
+            if self.stop_requested():  # collective: a signal landing after the epoch's last check reached one rank
                 self.save()
-                log.warning("stopped by signal %d at epoch %d step %d; checkpoint written, resume with --resume auto",
-                            self.stop_signal, self.epoch, self.step_in_epoch)
+                cause = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal to another process"
+                log.warning("stopped by %s at step %d (epoch %d, step %d of %d); checkpoint written, resume with "
+                            "--resume auto", cause, self.global_step, self.epoch + 1, self.step_in_epoch,
+                            self.steps_per_epoch)
                 return {"stopped": True, "global_step": self.global_step}
             metrics = self.evaluate()
             self.step_in_epoch = 0
@@ -215,9 +232,10 @@ class Trainer:
             terms = self.step_fn(images, labels, teacher_out, self.views, batch.get("index"))
             loss = sum(terms.values())
         self.accelerator.backward(loss)
-        # DDP has averaged the gradients, so every rank sees the same finiteness and decides alike.
+        # DDP has averaged the gradients, so the gradient norm is the same on every rank; the loss is this
+        # rank's own (a term can be non-finite while its gradient is not), so the decision is collective.
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
-        if not torch.isfinite(grad_norm):
+        if checkpoint.any_process(self.accelerator, not bool(torch.isfinite(grad_norm) & torch.isfinite(loss))):
             self.handle_nonfinite(terms)
         else:
             self.optimizer.step()
@@ -229,8 +247,10 @@ class Trainer:
         bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["(another process's terms)"]
         where = f"step {self.global_step + 1} (epoch {self.epoch + 1}), loss terms {', '.join(bad)}"
         if not self.cfg.train.skip_nonfinite:
-            raise NonFiniteLossError(f"non-finite loss at {where}; the last good checkpoint is kept in "
-                                     f"{self.run_dir / 'checkpoints'} (set train.skip_nonfinite to skip such steps)")
+            latest = checkpoint.find_latest(self.run_dir)
+            kept = f"the last good checkpoint {latest} is kept" if latest else "no checkpoint was written yet"
+            raise NonFiniteLossError(f"non-finite loss at {where}; stopping: {kept} (resume with --resume auto, "
+                                     "e.g. with a lower train.lr, or set train.skip_nonfinite to skip such steps)")
         self.skipped_steps += 1
         log.warning("skipping non-finite step at %s (%d skipped so far)", where, self.skipped_steps)
         self.log_metrics({"step": self.global_step + 1, "skipped_steps": self.skipped_steps}, kind="skip")
@@ -271,7 +291,7 @@ class Trainer:
         for i, name in enumerate(networks):
             metrics[f"{name}_top1"] = 100 * counts[i, 0].item() / seen.item()
             metrics[f"{name}_top5"] = 100 * counts[i, 1].item() / seen.item()
-        if "teacher_top1" not in metrics and self.history:
+        if self.teacher is not None and "teacher_top1" not in metrics and self.history:
             metrics["teacher_top1"] = self.history[-1].get("teacher_top1")
         self.history.append(metrics)
         return metrics
@@ -285,58 +305,87 @@ class Trainer:
     # ---- checkpoints, resume, signals ---------------------------------------------------------
     def trainer_state(self) -> dict:
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-                "skipped_steps": self.skipped_steps, "history": self.history, "method": self.cfg.method}
+                "skipped_steps": self.skipped_steps, "history": self.history, "method": self.cfg.method,
+                "world_size": self.accelerator.num_processes}
 
     def save(self, epoch_done: bool = False):
-        self.sync_batchnorm_statistics()
         state = self.trainer_state()
         if epoch_done:  # the next run starts the following epoch
             state.update(epoch=self.epoch + 1, step_in_epoch=0)
+        key = (state["global_step"], state["epoch"], state["step_in_epoch"])
+        if key == self.last_saved:  # e.g. a stop right after a periodic checkpoint: that one is this state
+            return
+        self.sync_batchnorm_statistics()
         path = checkpoint.save_checkpoint(self.accelerator, self.run_dir, state, self.cfg.train.keep_checkpoints)
+        self.last_saved = key
         log.info("checkpoint %s", path)
 
     def resume(self, resume: str):
-        candidates = ([p for p in reversed(checkpoint.list_checkpoints(self.run_dir)) if checkpoint.is_complete(p)]
-                      if resume == "auto" else [Path(resume)])
-        if resume == "auto" and not candidates:
-            log.info("--resume auto: no checkpoint in %s, starting fresh", self.run_dir)
-            return
+        """'auto': the newest complete checkpoint of the run, falling back to older ones when one fails to
+        load (a truncated file is skipped with a warning, garbage content fails here); or an explicit path."""
+        if resume == "auto":
+            candidates = checkpoint.complete_checkpoints(self.run_dir)
+            if not candidates:
+                log.info("--resume auto: no complete checkpoint in %s, starting fresh", self.run_dir / "checkpoints")
+                return
+        else:
+            candidates = [Path(resume)]
+            if not checkpoint.is_complete(candidates[0]):
+                raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint (no {checkpoint.COMPLETE} "
+                                        "manifest, or a file is missing or truncated)")
         for path in candidates:
-            if not checkpoint.is_complete(path):
-                raise FileNotFoundError(f"--resume {path}: not a complete checkpoint (no {checkpoint.COMPLETE} "
-                                        "manifest, or a file is truncated)")
+            error = None
             try:
-                state = checkpoint.read_trainer_state(path)
-                if state["method"] != self.cfg.method:
-                    raise ValueError(f"{path} was written by --method {state['method']}, not {self.cfg.method}")
-                self.accelerator.load_state(str(path))
-                break
-            except ValueError:
+                state = self.load_checkpoint(path)
+            except ResumeMismatchError:
                 raise
-            except Exception as e:  # a damaged newest checkpoint: fall back to the one before it
-                if resume != "auto" or path == candidates[-1]:
-                    raise RuntimeError(f"cannot load checkpoint {path}: {e}") from e
-                log.warning("cannot load checkpoint %s (%s); trying the one before it", path, e)
+            except Exception as e:
+                error = e
+            # Collective: a file that fails on one rank only (its RNG state) must move every rank back.
+            if not checkpoint.any_process(self.accelerator, error is not None):
+                break
+            cause = f"{type(error).__name__}: {error}" if error is not None else "it failed on another process"
+            if resume != "auto" or path == candidates[-1]:
+                older = "; no older complete checkpoint to fall back to" if resume == "auto" else ""
+                raise RuntimeError(f"cannot load checkpoint {path} ({cause}){older}") from error
+            log.warning("cannot load checkpoint %s (%s); falling back to the one before it", path, cause)
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.skipped_steps = state["global_step"], state["skipped_steps"]
         self.history = state["history"]
+        self.last_saved = (self.global_step, self.epoch, self.step_in_epoch)
         log.info("resumed from %s at epoch %d, step %d of the epoch", path, self.epoch + 1, self.step_in_epoch)
 
+    def load_checkpoint(self, path: Path) -> dict:
+        state = checkpoint.read_trainer_state(path)
+        if state["method"] != self.cfg.method:
+            raise ResumeMismatchError(f"{path} was written by --method {state['method']}, not {self.cfg.method}")
+        rng = path / f"{checkpoint.RNG_FILE}_{self.accelerator.process_index}.pkl"
+        if rng.is_file():
+            load_pickle(rng)  # accelerate ignores an unreadable RNG state; a damaged one must fail here instead
+        else:
+            log.warning("%s has no RNG state for process %d (written by %s processes, now %d): continuing, "
+                        "but not bit-exactly", path, self.accelerator.process_index, state.get("world_size", "?"),
+                        self.accelerator.num_processes)
+        self.accelerator.load_state(str(path))
+        return state
+
     def install_signal_handlers(self):
-        """SIGUSR1 (Slurm's warning before preemption) or SIGTERM: finish the step, checkpoint, exit."""
+        """SIGUSR1 (Slurm's warning before the time limit, forwarded by launch/slurm/imagenet.sbatch and the
+        torchrun agent) or SIGTERM (preemption, the agent's shutdown): finish the step, checkpoint, exit."""
         def request_stop(signum, frame):
             self.stop_signal = signum
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("Trainer built outside the main thread: SIGUSR1/SIGTERM will not checkpoint before exiting")
+            return
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, request_stop)
 
     def stop_requested(self) -> bool:
         """Collective: a signal may reach one rank only, so all agree before anyone stops."""
-        flag = torch.tensor(float(self.stop_signal is not None), device=self.accelerator.device)
-        if self.accelerator.num_processes > 1:
-            flag = self.accelerator.reduce(flag, "max")
-        if flag.item() and self.stop_signal is None:
-            self.stop_signal = signal.SIGTERM
-        return bool(flag.item())
+        stop = checkpoint.any_process(self.accelerator, self.stop_signal is not None)
+        if stop and self.stop_signal is None:
+            self.stop_signal = 0  # this process got no signal itself
+        return stop
 
     # ---- outputs ------------------------------------------------------------------------------
     def log_metrics(self, metrics: dict, kind: str):

@@ -4,6 +4,8 @@ The fallback when DALI is not installed, and the reference the DALI loader is ch
 """
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import torch
 from PIL import Image
@@ -54,6 +56,13 @@ class ImageFiles(Dataset):
         return views, self.listing.labels[index], index
 
 
+def _ignore_stop_signals(worker_id: int):
+    """Loader workers share the trainer's process group, so the torchrun agent's SIGUSR1/SIGTERM reaches
+    them too: only the trainer acts on it (checkpoint, then it shuts its workers down)."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class _Batches:
     """Batch sampler over this rank's indices; reads the loader's epoch at each iteration and hands it
     to the dataset with each index (persistent workers never see the loader's attributes change)."""
@@ -82,7 +91,8 @@ class TorchLoader:
         transform = build_transform(train, image_size, val_resize, min_area, mean, std)
         self.dataset = ImageFiles(listing, transform, views if train else 1, seed)
         self._loader = DataLoader(self.dataset, batch_sampler=_Batches(self), num_workers=workers,
-                                  pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+                                  pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                                  worker_init_fn=_ignore_stop_signals)
 
     def _epoch_batches(self) -> tuple[np.ndarray, np.ndarray | None]:
         n = len(self.listing)

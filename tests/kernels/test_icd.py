@@ -159,3 +159,31 @@ def test_icd_compiles_fullgraph():
     assert torch.equal(c_loss, loss)  # same kernels on the same inputs: bitwise equal
     for e, c in zip(eager, compiled):
         assert torch.equal(c.grad, e.grad)
+
+
+def test_icd_dot_bf16_only_for_bf16_on_gpu():
+    # DOT_BF16 (bf16 tensor-core similarity dots) needs bf16 inputs and compiled kernels; the interpreter's
+    # bf16 tl.dot is garbage, so here bf16 inputs take the fp32 path, and the tests above check it.
+    assert icd._interpreted()  # conftest.py set TRITON_INTERPRET before kernels.icd was imported
+    assert icd._use_bf16_dot(torch.bfloat16, interpreted=False)
+    assert not icd._use_bf16_dot(torch.bfloat16, interpreted=True)
+    assert not icd._use_bf16_dot(torch.float32, interpreted=False)
+    # build_specs describes the GPU launch whatever the environment: the report and the sm_80/sm_90 build
+    # test see the production variant, and dots over computed fp32 values (G) stay fp32 "ieee".
+    for dtype, sim in (("bf16", "bf16"), ("fp32", "ieee_fp32")):
+        specs = {s.name: s for s in icd.build_specs(B=512, D=128, dtype=dtype)}
+        assert all(s.constexprs["DOT_BF16"] is (dtype == "bf16") for s in specs.values())
+        assert specs["icd.forward"].dot_precision == sim
+        for who in ("student", "teacher"):
+            spec = specs[f"icd.backward_{who}"]
+            assert spec.dot_flops["ieee_fp32"] == 2 * 512 * 512 * 128 + (0 if sim == "bf16" else 2 * 2 * 512 * 512 * 128)
+
+
+def test_bf16_products_are_exact_in_fp32():
+    # Why DOT_BF16 loses nothing: a product of two bf16 values (8-bit significands) fits fp32's 24 bits,
+    # so it equals the fp32 path's product of the upcast values; only fp32 accumulation can differ.
+    gen = torch.Generator().manual_seed(0)
+    x, y = ((torch.randn(1 << 16, generator=gen) * 4.0 ** torch.randint(-8, 8, (1 << 16,), generator=gen))
+            .to(torch.bfloat16) for _ in range(2))
+    exact = x.double() * y.double()
+    assert torch.equal((x.float() * y.float()).double(), exact)

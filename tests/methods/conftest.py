@@ -1,0 +1,5 @@
+"""Markers for the method tests."""
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: accelerate-launched 2-process training runs (~2 min); -m 'not e2e' skips them")
