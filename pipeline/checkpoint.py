@@ -165,8 +165,8 @@ def complete_checkpoints(run_dir: Path, warn: bool = True) -> list[Path]:
         if is_complete(path):
             found.append(path)
         elif warn:
-            log.warning("skipping incomplete or truncated checkpoint %s (no %s manifest, or a file is missing "
-                        "or has the wrong size); trying the one before it", path, COMPLETE)
+            log.warning("skipping incomplete checkpoint %s (no readable %s manifest or %s, or a file is missing "
+                        "or truncated); trying the one before it", path, COMPLETE, STATE_FILE)
     return found
 
 

@@ -178,8 +178,14 @@ def kill_tree(pid: int):
 
 
 def checkpoints(run_dir: Path) -> list[dict]:
-    """trainer_state.json of every complete checkpoint, oldest first."""
-    return [checkpoint.read_trainer_state(p) for p in reversed(checkpoint.complete_checkpoints(run_dir, warn=False))]
+    """trainer_state.json of every complete checkpoint, oldest first (polled while the run prunes old ones)."""
+    states = []
+    for path in reversed(checkpoint.complete_checkpoints(run_dir, warn=False)):
+        try:
+            states.append(checkpoint.read_trainer_state(path))
+        except OSError:  # pruned between listing and reading
+            pass
+    return states
 
 
 def has_checkpoint_after(run_dir: Path, global_step: int):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
+import signal
 from pathlib import Path
 
 import accelerate.checkpointing
@@ -26,7 +27,6 @@ STEPS = 4
 @pytest.fixture(autouse=True)
 def restore_signal_handlers():
     """The Trainer installs SIGUSR1/SIGTERM handlers; give pytest its own back."""
-    import signal
     saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
     yield
     for s, handler in saved.items():

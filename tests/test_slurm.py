@@ -92,7 +92,8 @@ def test_a_dead_or_hung_rank_takes_every_node_down_within_the_timeout(tmp_path, 
     finally:
         kill_tree(job.pid)
     assert code != 0 and "requeue" not in (tmp_path / "slurm.log").read_text()  # a failure is not requeued
-    assert elapsed < timeout_s + 30, f"took {elapsed:.0f} s"
-    if fault == signal.SIGSTOP:
-        assert f"Timed out waiting {timeout_s * 1000}ms" in log.read_text()  # train.dist_timeout_s applied
+    if fault == signal.SIGKILL:  # a closed connection is noticed at once, no need to wait for the timeout
+        assert elapsed < timeout_s, f"took {elapsed:.0f} s"
+    else:  # only train.dist_timeout_s can end a wait on a live but silent peer (the default is 600 s)
+        assert timeout_s - 5 < elapsed < timeout_s + 30, f"took {elapsed:.0f} s"
     assert not alive, f"left running: {alive}"
