@@ -53,7 +53,7 @@ def run(method: str, args, out_dir: str) -> dict:
     trainer.train_step = timed(trainer.train_step, wall, cpu)
     summary = trainer.fit()
     return {"method": method, "top1": summary["student_top1"], "teacher_top1": summary.get("teacher_top1"),
-            "wall_ms": 1e3 * statistics.median(wall[WARMUP_STEPS:]), "cpu_ms": 1e3 * statistics.median(cpu[WARMUP_STEPS:]),
+            "wall_ms": 1e3 * statistics.median(wall[WARMUP_STEPS:] or wall), "cpu_ms": 1e3 * statistics.median(cpu[WARMUP_STEPS:] or cpu),
             "steps": len(wall), "load": load, "extra": {k: v for k, v in summary.items() if k.startswith("sl")}}
 
 

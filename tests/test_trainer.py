@@ -91,3 +91,23 @@ def test_metrics_file_has_train_and_eval_lines(tmp_path, tiny_teacher, demo_root
     assert {"images_per_s", "lr", "loss/ce"} <= set(lines[0])
     assert "teacher_top1" not in lines[-1]  # `none` builds no teacher
     assert (trainer.run_dir / "student.safetensors").is_file()
+
+
+def test_loader_workers_leave_the_trainer_process_group(demo_root):
+    """torchrun signals the trainer's process group before preemption; a loader worker killed by that
+    signal would crash the trainer before it checkpoints, so workers live in a group of their own."""
+    import os
+
+    import psutil
+
+    from pipeline.data.folder import list_image_folder
+    from pipeline.data.torch_loader import TorchLoader
+
+    loader = TorchLoader(list_image_folder(demo_root / "train", 4), train=True, batch_size=8, views=1, image_size=28,
+                         val_resize=32, min_area=0.35, mean=[0.5] * 3, std=[0.5] * 3, workers=1, seed=0, rank=0,
+                         world=1, device=torch.device("cpu"))
+    next(iter(loader))
+    workers = psutil.Process().children()
+    assert workers, "no loader worker process"
+    for worker in workers:
+        assert os.getpgid(worker.pid) != os.getpgid(0)

@@ -4,7 +4,7 @@ The fallback when DALI is not installed, and the reference the DALI loader is ch
 """
 from __future__ import annotations
 
-import signal
+import os
 
 import numpy as np
 import torch
@@ -56,11 +56,12 @@ class ImageFiles(Dataset):
         return views, self.listing.labels[index], index
 
 
-def _ignore_stop_signals(worker_id: int):
-    """Loader workers share the trainer's process group, so the torchrun agent's SIGUSR1/SIGTERM reaches
-    them too: only the trainer acts on it (checkpoint, then it shuts its workers down)."""
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _leave_trainer_process_group(worker_id: int):
+    """The torchrun agent signals the trainer's whole process group (SIGUSR1/SIGTERM before preemption); a
+    worker killed by it would crash the trainer before its checkpoint. In a group of its own a worker
+    keeps default signal handling, so the DataLoader's own shutdown (SIGTERM to the worker) still works,
+    and it exits by itself when the trainer dies (the DataLoader's parent watchdog)."""
+    os.setpgid(0, 0)
 
 
 class _Batches:
@@ -92,7 +93,7 @@ class TorchLoader:
         self.dataset = ImageFiles(listing, transform, views if train else 1, seed)
         self._loader = DataLoader(self.dataset, batch_sampler=_Batches(self), num_workers=workers,
                                   pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                                  worker_init_fn=_ignore_stop_signals)
+                                  worker_init_fn=_leave_trainer_process_group)
 
     def _epoch_batches(self) -> tuple[np.ndarray, np.ndarray | None]:
         n = len(self.listing)
