@@ -1,15 +1,16 @@
 """Every method on the demo, same settings: student top-1 after a short run, and step time relative to `none`.
 
-    .venv/bin/python bench/methods.py [--epochs 2] [--per-class 300] [--methods none,kd,...] [--crd-k 16384]
+    .venv/bin/python bench/methods.py [--epochs 2] [--per-class 500] [--methods none,kd,...] [--crd-k 16384]
 
 One process (the CPU path of the trainer), the demo recipe (configs/demo.yaml: Fashion-MNIST photos at
 28 x 28, cached ResNet-18 teacher, ResNet-10-T student, batch 128) on a `--per-class` subset; every
-method runs the same epochs, seed, schedule and data, one after another. The step time is the
-trainer's `train_step` (forward of teacher and student, method terms, backward, optimizer step; data
-loading excluded), the median over the run after 3 warm-up steps, in wall time and in the process's
-CPU time (all its threads), the latter being less disturbed by other load on the machine. Two-view
-methods (dkd, ccd, dccd) push 2 x 128 images through both networks per step; slkd trains two extra
-ResNet-18s. The load average at each run's start is printed to show how busy the machine was.
+method runs the same epochs, seed, schedule and data (top-1 on `--val-per-class` images per class).
+Step time: afterwards, each trained method's `Trainer.train_step` (teacher and student forward, method
+terms, backward, optimizer step; no data loading) runs on one fixed batch, the methods interleaved
+round by round (`--rounds`, order rotated each round) so that other load on the machine hits them
+alike; the figure is the median over the rounds, in wall time and in the process's CPU time (all its
+threads). Two-view methods (dkd, ccd, dccd) push 2 x 128 images through both networks per step; slkd
+trains two extra ResNet-18s. The load average when timing starts and ends is printed.
 """
 from __future__ import annotations
 
@@ -28,60 +29,71 @@ from pipeline.config import parse_args  # noqa: E402
 from pipeline.trainer import Trainer  # noqa: E402
 
 METHODS = "none,kd,icd,icd+kd,ccd+kd,dkd+kd,dccd,slkd,crd+kd"
-WARMUP_STEPS = 3
 
 
-def timed(step_fn, wall: list, cpu: list):
-    def step(batch):
-        w, c = time.perf_counter(), time.process_time()
-        out = step_fn(batch)
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-        return out
-    return step
-
-
-def run(method: str, args, out_dir: str) -> dict:
+def train(method: str, args, out_dir: str) -> tuple[Trainer, dict]:
     cfg, _ = parse_args(["--config", "configs/demo.yaml", "--method", method, "--train.name", method.replace("+", "_"),
                          "--train.epochs", str(args.epochs), "--data.per_class", str(args.per_class),
                          "--data.val_per_class", str(args.val_per_class), "--data.backend", "torch",
                          "--train.output_dir", out_dir, "--train.compile", "off", "--train.log_every", "1000",
-                         "--crd.nce_k", str(args.crd_k)])
-    load = os.getloadavg()[0]
+                         "--crd.nce_k", str(args.crd_k), "--data.workers", "0"])
     trainer = Trainer(cfg)
-    wall, cpu = [], []
-    trainer.train_step = timed(trainer.train_step, wall, cpu)
-    summary = trainer.fit()
-    return {"method": method, "top1": summary["student_top1"], "teacher_top1": summary.get("teacher_top1"),
-            "wall_ms": 1e3 * statistics.median(wall[WARMUP_STEPS:] or wall), "cpu_ms": 1e3 * statistics.median(cpu[WARMUP_STEPS:] or cpu),
-            "steps": len(wall), "load": load, "extra": {k: v for k, v in summary.items() if k.startswith("sl")}}
+    return trainer, trainer.fit()
+
+
+def time_steps(trainers: dict[str, Trainer], rounds: int, steps: int) -> dict[str, tuple[float, float]]:
+    """{method: (median wall s, median CPU s)} of train_step on one fixed batch, methods interleaved."""
+    batches = {}
+    for method, trainer in trainers.items():
+        trainer.train_loader.set_epoch(0)
+        batches[method] = next(iter(trainer.train_loader))
+        trainer.model.train()
+        trainer.train_step(batches[method])  # warm-up
+    wall = {m: [] for m in trainers}
+    cpu = {m: [] for m in trainers}
+    order = list(trainers)
+    for r in range(rounds):
+        for method in order[r % len(order):] + order[:r % len(order)]:
+            w, c = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                trainers[method].train_step(batches[method])
+            wall[method].append((time.perf_counter() - w) / steps)
+            cpu[method].append((time.process_time() - c) / steps)
+    return {m: (statistics.median(wall[m]), statistics.median(cpu[m])) for m in trainers}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--per-class", type=int, default=300)
+    parser.add_argument("--per-class", type=int, default=500)
     parser.add_argument("--val-per-class", type=int, default=300)
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--crd-k", type=int, default=16384)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.chdir(Path(__file__).resolve().parents[1])
-    rows = []
+    trainers, summaries = {}, {}
     with tempfile.TemporaryDirectory() as out_dir:
         for method in args.methods.split(","):
-            rows.append(run(method, args, out_dir))
-            print(f"done {method}: {rows[-1]}", file=sys.stderr, flush=True)
-    base = next((r for r in rows if r["method"] == "none"), rows[0])
-    print(f"\ndemo, {args.epochs} epochs, {args.per_class} train / {args.val_per_class} val images per class, "
-          f"batch 128, 1 process, {os.cpu_count()} cores; teacher top-1 {rows[-1]['teacher_top1']}")
-    print(f"| method | student top-1 | step ms (wall) | x none (wall) | step ms (CPU) | x none (CPU) | load avg |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        extra = ", ".join(f"{k} {v:.1f}" for k, v in r["extra"].items() if k.endswith("top1"))
-        print(f"| {r['method']} | {r['top1']:.2f}{f' ({extra})' if extra else ''} | {r['wall_ms']:.0f} | "
-              f"{r['wall_ms'] / base['wall_ms']:.2f} | {r['cpu_ms']:.0f} | {r['cpu_ms'] / base['cpu_ms']:.2f} | "
-              f"{r['load']:.1f} |")
+            trainers[method], summaries[method] = train(method, args, out_dir)
+            print(f"trained {method}: top-1 {summaries[method]['student_top1']:.2f}", file=sys.stderr, flush=True)
+        load_before = os.getloadavg()[0]
+        times = time_steps(trainers, args.rounds, args.steps)
+        load_after = os.getloadavg()[0]
+    base_wall, base_cpu = times.get("none", next(iter(times.values())))
+    teacher = next((f"{s['teacher_top1']:.2f}" for s in summaries.values() if s.get("teacher_top1") is not None), "-")
+    print(f"\ndemo, {args.epochs} epochs, {args.per_class} train / {args.val_per_class} val images per class, batch 128, "
+          f"1 process, {os.cpu_count()} cores; teacher top-1 {teacher}; step times: median of {args.rounds} "
+          f"interleaved rounds of {args.steps} steps, load average {load_before:.1f} -> {load_after:.1f}")
+    print("| method | student top-1 | step ms (wall) | x none (wall) | step ms (CPU) | x none (CPU) |")
+    print("|---|---|---|---|---|---|")
+    for method, summary in summaries.items():
+        extra = ", ".join(f"{k} {v:.1f}" for k, v in summary.items() if k.startswith("sl") and k.endswith("top1"))
+        wall, cpu = times[method]
+        print(f"| {method} | {summary['student_top1']:.2f}{f' ({extra})' if extra else ''} | {1e3 * wall:.0f} | "
+              f"{wall / base_wall:.2f} | {1e3 * cpu:.0f} | {cpu / base_cpu:.2f} |")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ class ICDConfig:
     init_log_scale: float = 1.0  # tau
     init_bias: float = 0.0  # b
     max_scale: float = 10.0
-    negatives: str = "local"  # local (official) | global (gather teacher embeddings over processes)
+    negatives: str = "local"  # local (official: this process's batch) | global (ICD on all processes' batch)
 
 
 @dataclass
@@ -119,9 +119,9 @@ class SLKDConfig:
 class CRDConfig:
     weight: float = 0.8
     dim: int = 128
-    nce_k: int = 16384
+    nce_k: int = 16384  # negatives per sample, drawn uniformly with replacement (official), so K >= N works
     nce_t: float = 0.07
-    momentum: float = 0.5
+    momentum: float = 0.5  # memory bank update
 
 
 @dataclass

@@ -1,5 +1,11 @@
 """Shared fixtures: the demo data, a tiny teacher checkpoint, and a 2-process `accelerate launch` runner."""
 import os
+
+# Before anything imports triton: @triton.jit (triton's own tl.* helpers included) picks compiled or
+# interpreted mode at decoration time, and the kernel tests run the kernels on CPU tensors through the
+# interpreter. Set once for the whole session, as any test directory may import triton first (e.g.
+# through torch or DALI). GPU build tests compile in a subprocess with the variable removed.
+os.environ["TRITON_INTERPRET"] = "1"
 import subprocess
 import sys
 from pathlib import Path

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from kernels import reference
 from method_fixtures import TEACHER_DIM, build_distiller, make_batch, make_config
-from pipeline.methods import NetOutput, Outputs, parse_method
+from pipeline.methods import Method, NetOutput, Outputs, parse_method
 from pipeline.methods.slkd import build_seeded
 
 
@@ -134,3 +134,16 @@ def test_impossible_combinations_are_errors_that_say_why(spec, message):
 
 def test_slkd_combines_with_icd():
     assert parse_method("slkd+icd") == ["slkd", "icd"]
+
+
+def test_a_repeated_term_name_is_an_error_not_a_silent_overwrite():
+    class ShadowsCE(Method):
+        name = "shadows_ce"
+
+        def forward(self, out):
+            return {"ce": out.student.logits.sum() * 0}
+
+    model = build_distiller(make_config("kd"))
+    model.methods.append(ShadowsCE(None))
+    with pytest.raises(ValueError, match="shadows_ce returns loss terms \\['ce'\\]"):
+        model(**make_batch("kd"))
