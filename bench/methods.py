@@ -83,9 +83,10 @@ def main():
         times = time_steps(trainers, args.rounds, args.steps)
         load_after = os.getloadavg()[0]
     base_wall, base_cpu = times.get("none", next(iter(times.values())))
-    teacher = next((f"{s['teacher_top1']:.2f}" for s in summaries.values() if s.get("teacher_top1") is not None), "-")
-    print(f"\ndemo, {args.epochs} epochs, {args.per_class} train / {args.val_per_class} val images per class, batch 128, "
-          f"1 process, {os.cpu_count()} cores; teacher top-1 {teacher}; step times: median of {args.rounds} "
+    teacher = next((f"{s['teacher_top1']:.2f}" for s in summaries.values() if s.get("teacher_top1") is not None),
+                   "-")
+    print(f"\ndemo, {args.epochs} epochs, {args.per_class} train / {args.val_per_class} val images per class, "
+          f"batch 128, 1 process, {os.cpu_count()} cores; teacher top-1 {teacher}; step times: median of {args.rounds} "
           f"interleaved rounds of {args.steps} steps, load average {load_before:.1f} -> {load_after:.1f}")
     print("| method | student top-1 | step ms (wall) | x none (wall) | step ms (CPU) | x none (CPU) |")
     print("|---|---|---|---|---|---|")

@@ -4,7 +4,8 @@ import pytest
 from pipeline.config import CONFIG_DIR, parse_args
 from pipeline.methods import parse_method
 
-RECIPES = {"r34_r18_icd_kd.yaml": ["icd", "kd"], "r34_r18_dccd.yaml": ["kd", "dkd", "ccd"], "r34_r18_slkd.yaml": ["slkd"]}
+RECIPES = {"r34_r18_icd_kd.yaml": ["icd", "kd"], "r34_r18_dccd.yaml": ["kd", "dkd", "ccd"],
+           "r34_r18_slkd.yaml": ["slkd"]}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

@@ -52,7 +52,8 @@ def test_step_is_finite_and_reaches_every_parameter(spec):
     # each residual branch's last BN, so the branch's other weights start with zero gradient.)
     parts = [("student", model.student)] + [(f"methods.{i}.{n}", c) for i, m in enumerate(model.methods)
                                              for n, c in m.named_children()]
-    parts += [(f"methods.{i}.{n}", p) for i, m in enumerate(model.methods) for n, p in m.named_parameters(recurse=False)]
+    parts += [(f"methods.{i}.{n}", p) for i, m in enumerate(model.methods)
+              for n, p in m.named_parameters(recurse=False)]
     for name, part in parts:
         params = [part] if isinstance(part, torch.nn.Parameter) else list(part.parameters())
         if name not in zero_ok:
