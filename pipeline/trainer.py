@@ -109,6 +109,7 @@ class Trainer:
         self.steps_per_epoch = len(train)
         if self.cfg.train.steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, self.cfg.train.steps_per_epoch)
+            train.limit_steps(self.steps_per_epoch)  # the loader prepares no batch the epoch will not use
         return train, val
 
     def create_network(self, model_cfg) -> Network:

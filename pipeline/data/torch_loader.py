@@ -88,6 +88,7 @@ class TorchLoader:
         self.listing, self.train, self.batch_size = listing, train, batch_size
         self.seed, self.rank, self.world, self.device = seed, rank, world, device
         self.epoch, self.start_step = 0, 0
+        self.max_steps: int | None = None  # train: the trainer's steps per epoch, when it takes fewer
         self.num_classes, self.num_samples = listing.num_classes, len(listing)
         transform = build_transform(train, image_size, val_resize, min_area, mean, std)
         self.dataset = ImageFiles(listing, transform, views if train else 1, seed)
@@ -99,8 +100,12 @@ class TorchLoader:
         n = len(self.listing)
         if self.train:
             idx = train_indices(n, self.batch_size, self.rank, self.world, self.seed, self.epoch)
-            return idx[self.start_step:], None
+            return idx[self.start_step:self.max_steps], None
         return val_indices(n, self.batch_size, self.rank, self.world)
+
+    def limit_steps(self, steps: int):
+        """Train epochs of at most `steps` steps (`train.steps_per_epoch`)."""
+        self.max_steps = steps
 
     def set_epoch(self, epoch: int, start_step: int = 0):
         """Select the epoch's order; `start_step` skips the steps a resumed run already took."""

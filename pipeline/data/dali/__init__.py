@@ -50,12 +50,14 @@ are decoded again one by one to find it. `launch/check_dataset.py` lists every b
 """
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import nvidia.dali
 import torch
 from nvidia.dali import Pipeline, fn, types
 
@@ -142,8 +144,27 @@ def _seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+class _FileFeed:
+    """The external source of the file readers: each call returns the next step's (encoded paths, indices)
+    of the current plan, and ends the stream (StopIteration) at `limit`. `fed` counts steps handed to DALI,
+    which runs up to PREFETCH of them ahead of the consumer."""
+
+    def __init__(self, paths: np.ndarray):
+        self.paths = paths
+        self.plan: np.ndarray = np.zeros((0, 0), dtype=np.int64)
+        self.fed = self.limit = 0
+
+    def __call__(self, batch_info):  # a one-argument callable: the form DALI's checkpointing accepts
+        if self.fed >= self.limit:
+            raise StopIteration
+        index = self.plan[self.fed]
+        self.fed += 1
+        return [np.frombuffer(p.encode(), dtype=np.uint8) for p in self.paths[index].tolist()], index
+
+
 class DaliLoader:
-    """Yields dict batches like `TorchLoader`: views (list of B x 3 x H x W float32), labels, index, valid."""
+    """Yields dict batches: images ((views * B) x 3 x H x W float32, view-major; channels_last on CUDA),
+    labels, index, and valid (val). See the module docstring for the design."""
 
     def __init__(self, source: FolderListing | Shards, *, train: bool, views: int, batch_size: int,
                  image_size: int, val_resize: int, min_area: float, mean, std, threads: int, seed: int,
@@ -156,49 +177,61 @@ class DaliLoader:
         self.device, self.hw_decoder_load = device, hw_decoder_load
         self.gpu = device.type == "cuda"
         self.epoch, self.start_step = 0, 0
+        self.max_steps: int | None = None  # train: the trainer's steps per epoch, when it takes fewer
         self.num_classes = source.num_classes
         self.shards = isinstance(source, Shards)
+        self._pipe: Pipeline | None = None
+        self._pipe_epoch: int | None = None  # webdataset: the epoch the pipeline reads
+        self._consumed = 0  # outputs taken from the pipeline in its current stream / epoch
+        self._restore: dict | None = None  # a loaded state, applied when the pipeline is built
+        self._arange = torch.arange(batch_size, device=device)  # validity masks are computed on the device
         if self.shards:
             self.num_samples = source.num_samples
+            n, b = self.num_samples, batch_size
+            self.shard_size = n * (rank + 1) // world - n * rank // world  # DALI's reader shard
+            self._returned = np.zeros(n, dtype=bool)  # for error messages: samples already handed out
         else:
             self.num_samples = len(source)
             self.paths = np.array([str(source.root / f) for f in source.files], dtype=object)
             self.class_of = torch.as_tensor(source.labels, dtype=torch.int64, device=device)
+            self._feed = _FileFeed(self.paths)
+            self._stream: tuple[int, int] | None = None  # (epoch, plan steps) the feed serves
+            self._started = False  # the pipeline ran since its last reset: a stream is open
 
     # ---- the plan: which samples each step reads ----
-    def _plan(self) -> tuple[np.ndarray | None, np.ndarray | None, int]:
-        """(steps x B dataset indices or None for shards, steps x B validity or None, steps)."""
-        n, b = self.num_samples, self.batch_size
+    def _plan(self, epoch: int) -> np.ndarray:
+        """steps x B dataset indices (file readers), the whole epoch."""
         if self.train:
-            if self.shards:
-                return None, None, max(0, train_steps(n, b, self.world) - self.start_step)
-            idx = train_indices(n, b, self.rank, self.world, self.seed, self.epoch)[self.start_step:]
-            return idx, None, len(idx)
-        idx, valid = val_indices(n, b, self.rank, self.world)
-        if self.shards:  # DALI's reader shard: positions past its size are padding
-            shard_size = n * (self.rank + 1) // self.world - n * self.rank // self.world
-            valid = (np.arange(valid.size) < shard_size).reshape(valid.shape)
-            return None, valid, len(valid)
-        return idx, valid, len(idx)
+            plan = train_indices(self.num_samples, self.batch_size, self.rank, self.world, self.seed, epoch)
+            return plan[:self._steps()]
+        return val_indices(self.num_samples, self.batch_size, self.rank, self.world)[0]
+
+    def _steps(self) -> int:
+        if self.train:  # without drawing the epoch's permutation
+            steps = train_steps(self.num_samples, self.batch_size, self.world)
+            return steps if self.max_steps is None else min(steps, self.max_steps)
+        return len(val_indices(self.num_samples, self.batch_size, self.rank, self.world)[0])
+
+    def limit_steps(self, steps: int):
+        """Train epochs of at most `steps` steps (`train.steps_per_epoch`): DALI is never handed a step the
+        trainer will not take, so the random state at each epoch's end is the same in every run."""
+        self.max_steps = steps
 
     def set_epoch(self, epoch: int, start_step: int = 0):
         """Select the epoch's order; `start_step` skips the steps a resumed run already took."""
         self.epoch, self.start_step = epoch, start_step
 
     def __len__(self):
-        if self.train:  # without drawing the epoch's permutation
-            return max(0, train_steps(self.num_samples, self.batch_size, self.world) - self.start_step)
-        return len(val_indices(self.num_samples, self.batch_size, self.rank, self.world)[0])
+        return max(0, self._steps() - self.start_step)
 
     # ---- the DALI graph ----
-    def _read(self, plan: np.ndarray | None):
-        """(encoded images, dataset index, class or None) for this rank's epoch."""
-        if plan is not None:
-            order = plan.reshape(-1)
-            encoded, index = fn.readers.file(files=self.paths[order].tolist(), labels=order.tolist(),
-                                             random_shuffle=False, name="reader")
-            return encoded, index, None
-        tars, indexes = self._tar_order()
+    def _read(self):
+        """(encoded images, dataset index, class or None)."""
+        if not self.shards:
+            names, index = fn.external_source(source=self._feed, num_outputs=2, batch=True, batch_info=True,
+                                              dtype=[types.UINT8, types.INT64])
+            return fn.io.file.read(names), index, None
+        tars, indexes = self._tar_order(self.epoch)
         encoded, index, label = fn.readers.webdataset(
             paths=[str(t) for t in tars], index_paths=[str(i) for i in indexes], ext=list(COMPONENTS),
             dtypes=[types.UINT8, types.INT64, types.INT64], missing_component_behavior="error",
@@ -206,12 +239,12 @@ class DaliLoader:
             pad_last_batch=not self.train, name="reader")
         return encoded, index, label
 
-    def _tar_order(self) -> tuple[list[Path], list[Path]]:
+    def _tar_order(self, epoch: int) -> tuple[list[Path], list[Path]]:
         """Webdataset tars and their indexes in this epoch's order; the same on every rank, so the
         reader's shards partition it."""
         tars, indexes = self.source.tars, self.source.indexes
         if self.train:
-            perm = np.random.default_rng([self.seed, self.epoch]).permutation(len(tars))
+            perm = np.random.default_rng([self.seed, epoch]).permutation(len(tars))
             tars, indexes = [tars[i] for i in perm], [indexes[i] for i in perm]
         return tars, indexes
 
@@ -223,8 +256,9 @@ class DaliLoader:
                     preallocate_width_hint=LARGEST_WIDTH, preallocate_height_hint=LARGEST_HEIGHT)
 
     def _normalize(self, images, mirror=None, crop=None):
-        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=self.mean,
-                                        std=self.std, mirror=0 if mirror is None else mirror,
+        # HWC on the GPU: the batch tensor is NHWC memory, i.e. channels_last NCHW by a free permute
+        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC" if self.gpu else "CHW",
+                                        mean=self.mean, std=self.std, mirror=0 if mirror is None else mirror,
                                         **({"crop": (crop, crop)} if crop else {}))
 
     def _train_views(self, encoded) -> list:
@@ -244,62 +278,196 @@ class DaliLoader:
         images = fn.resize(images, resize_shorter=self.val_resize)
         return [self._normalize(images, crop=self.image_size)]
 
-    def _build(self, plan: np.ndarray | None) -> Pipeline:
-        seed = _seed(self.seed, self.epoch, self.rank, self.start_step) if self.train else 0
+    def _build(self, checkpoint: bytes | None = None) -> Pipeline:
+        if self.shards:  # one pipeline per epoch: the tar order and the seed change
+            seed = _seed(self.seed, self.epoch, self.rank) if self.train else 0
+        else:  # one pipeline per run: the feed changes the order, the random state runs on
+            seed = _seed(self.seed, self.rank) if self.train else 0
         device_id = (self.device.index if self.device.index is not None else torch.cuda.current_device()) if self.gpu else None
         pipe = Pipeline(batch_size=self.batch_size, num_threads=self.threads, device_id=device_id, seed=seed,
-                        prefetch_queue_depth=PREFETCH)
+                        prefetch_queue_depth=PREFETCH, enable_checkpointing=self.train, checkpoint=checkpoint)
         with pipe:
-            encoded, index, label = self._read(plan)
+            encoded, index, label = self._read()
             views = self._train_views(encoded) if self.train else self._val_view(encoded)
-            pipe.set_outputs(*views, index, *([] if label is None else [label]))
+            extra = [index]
+            if self.gpu:  # index and class reach the device with the images, on DALI's stream
+                extra = [index.gpu()] + ([label.gpu()] if label is not None else []) + ([index] if self.shards else [])
+            elif label is not None:
+                extra.append(label)
+            pipe.set_outputs(*views, *extra)
         pipe.build()
         return pipe
 
+    # ---- the stream of batches (file readers): one pipeline per run ----
+    def _open_stream(self, epoch: int, plan: np.ndarray, start: int):
+        """Point the feed at `plan` from `start`, first finishing the previous stream: every step handed
+        to DALI is run to its end (and discarded), so the random state depends only on the steps fed,
+        never on where a consumer stopped reading."""
+        if self._pipe is None:
+            self._pipe = self._build(self._take_restore(epoch, start))
+        if self._stream == (epoch, start) and self._consumed == start:
+            self._feed.limit = len(plan)  # the open stream (or the restored one) goes on from here
+            return
+        if self._started or self._feed.fed > self._consumed:
+            self._feed.limit = self._feed.fed  # no new steps: run out what DALI was given
+            while True:
+                try:
+                    self._pipe.run()
+                except StopIteration:
+                    break
+            self._pipe.reset()
+            self._started = False
+        self._feed.plan, self._feed.fed, self._feed.limit = plan, start, len(plan)
+        self._stream, self._consumed = (epoch, start), start
+
+    def _take_restore(self, epoch: int, start: int) -> bytes | None:
+        """The DALI checkpoint of a loaded state, and the feed where the saved run had left it."""
+        state, self._restore = self._restore, None
+        if state is None:
+            return None
+        if not self.shards:  # steps fed before the save but not consumed are re-fed, then run out or used
+            self._feed.plan = self._plan(state["epoch"])
+            self._feed.fed, self._feed.limit = state["consumed"], state["fed"]
+            self._stream, self._consumed = (state["epoch"], state["consumed"]), state["consumed"]
+            self._started = False
+        return base64.b64decode(state["dali"])
+
     # ---- iteration ----
     def __iter__(self):
-        plan, valid, steps = self._plan()
-        if steps == 0:
+        steps = self._steps()
+        if self.start_step >= steps:
             return
-        pipe = self._build(plan)
-        returned = []  # dataset indices handed out so far: on an error they are not suspects
-        try:
-            for step in range(steps):
-                try:
-                    outputs = pipe.run()
-                except RuntimeError as e:
-                    raise RuntimeError(self._explain(e, plan, step, returned)) from e
-                batch = self._batch(outputs, valid, step)
-                if self.shards:
-                    returned += batch["index"].tolist()
-                yield batch
-        finally:
-            del pipe  # frees DALI's threads and buffers now, not at garbage collection
-
-    def _tensor(self, data) -> torch.Tensor:
-        """A DALI output batch as a torch tensor of our own (DALI reuses its buffers)."""
-        data = data.as_tensor()
-        if not self.gpu:
-            return torch.from_numpy(np.array(data))
-        from nvidia.dali.plugin.pytorch import feed_ndarray
-
-        out = torch.empty(data.shape(), dtype=torch.float32, device=self.device)
-        feed_ndarray(data, out, cuda_stream=torch.cuda.current_stream(self.device))
-        return out
-
-    def _batch(self, outputs, valid, step) -> dict:
-        views = [self._tensor(v) for v in outputs[:self.views]]
-        index = torch.from_numpy(np.array(outputs[self.views].as_tensor()).reshape(-1).astype(np.int64)).to(self.device)
         if self.shards:
-            labels = torch.from_numpy(np.array(outputs[self.views + 1].as_tensor()).reshape(-1)).to(self.device)
+            yield from self._iter_shards(steps)
+            return
+        plan = self._plan(self.epoch)
+        self._open_stream(self.epoch, plan, self.start_step)
+        for step in range(self.start_step, steps):
+            try:
+                outputs = self._pipe.run()
+            except StopIteration:  # cannot happen: the feed holds the epoch's remaining steps
+                raise RuntimeError(f"DALI loader: the pipeline ended at step {step} of {steps}") from None
+            except RuntimeError as e:
+                raise RuntimeError(self._explain(e, plan, step)) from e
+            self._started = True
+            self._consumed = step + 1
+            yield self._batch(outputs, step)
+
+    def _iter_shards(self, steps: int):
+        start = self.start_step
+        if self.train:  # a pipeline per epoch, from a checkpoint when resuming inside one
+            checkpoint = None
+            state, self._restore = self._restore, None
+            if state is not None and (state["epoch"], state["consumed"]) == (self.epoch, start):
+                checkpoint = base64.b64decode(state["dali"])
+            elif start:
+                warn_inexact(f"no loader state for webdataset epoch {self.epoch + 1}, step {start}: the rest of "
+                             "this epoch reads a freshly shuffled stream (other samples, other crops and flips) "
+                             "instead of the uninterrupted run's")
+            self._pipe, self._pipe_epoch, self._consumed = None, None, 0  # free the previous epoch's first
+            self._pipe, self._pipe_epoch, self._consumed = self._build(checkpoint), self.epoch, start
+            self._returned[:] = False
+        elif self._pipe is None or self._consumed % -(-self.shard_size // self.batch_size):
+            # val: the reader's epoch is this rank's shard, padded to whole batches; a pipeline that is
+            # not at the start of one (a rank whose shard needs fewer steps than the others) is rebuilt
+            self._pipe = None
+            self._pipe, self._consumed = self._build(), 0
+        if not self.train:
+            self._returned[:] = False
+        for step in range(start, steps):
+            try:
+                outputs = self._pipe.run()
+            except RuntimeError as e:
+                raise RuntimeError(self._explain(e, None, step)) from e
+            self._consumed += 1
+            yield self._batch(outputs, step)
+
+    # ---- loader state: saved in every checkpoint, one per process ----
+    def _fingerprint(self) -> dict:
+        """What the saved pipeline must share with this one for its DALI checkpoint to apply."""
+        return {"format": "webdataset" if self.shards else "files", "num_samples": self.num_samples,
+                "batch_size": self.batch_size, "views": self.views, "image_size": self.image_size,
+                "min_area": self.min_area, "max_steps": self.max_steps, "seed": self.seed, "rank": self.rank, "world": self.world,
+                "decode": "mixed" if self.gpu else "cpu", "dali_version": nvidia.dali.__version__}
+
+    def state_dict(self) -> dict:
+        """Where the pipeline is: epoch, outputs consumed, steps handed to DALI, DALI's own checkpoint
+        (its random generators and reader, as of the last output consumed)."""
+        if self._restore is not None:  # loaded, not yet applied: it still says where the run is
+            return dict(self._restore)
+        state = {**self._fingerprint(), "epoch": self.epoch, "consumed": self._consumed, "fed": self._consumed,
+                 "dali": None}
+        if self.shards:
+            state["epoch"] = self._pipe_epoch if self._pipe_epoch is not None else self.epoch
+        elif self._stream is not None:
+            state.update(epoch=self._stream[0], fed=self._feed.fed)
+        if self._pipe is not None:
+            state["dali"] = base64.b64encode(_as_bytes(self._pipe.checkpoint())).decode("ascii")
+        return state
+
+    def load_state_dict(self, state: dict | None, where: str = "the checkpoint"):
+        """Resume exactly where `state` was saved; say loudly, naming what differs, when it cannot be."""
+        self._restore = None
+        if state is None:
+            warn_inexact(f"{where} holds no DALI loader state for process {self.rank}: the sample order is "
+                         "replayed, but crops and flips (and, for webdataset, the shuffle) will differ from the "
+                         "uninterrupted run")
+            return
+        expected = self._fingerprint()
+        differs = [f"{k} {state.get(k)!r} -> {v!r}" for k, v in expected.items() if state.get(k) != v]
+        if differs or not state.get("dali"):
+            warn_inexact(f"the DALI loader state in {where} was saved by another pipeline "
+                         f"({', '.join(differs) or 'no DALI checkpoint'}): the sample order is replayed, but crops "
+                         "and flips (and, for webdataset, the shuffle) will differ from the uninterrupted run")
+            return
+        if self._pipe is not None:  # restoring needs a fresh pipeline
+            self._pipe = None
+            if not self.shards:
+                self._stream, self._started, self._feed.fed, self._feed.limit = None, False, 0, 0
+        self._restore = state
+
+    # ---- batches ----
+    def _batch(self, outputs, step: int) -> dict:
+        b, s = self.batch_size, self.image_size
+        if self.gpu:
+            from nvidia.dali.plugin.pytorch import feed_ndarray
+
+            stream = torch.cuda.current_stream(self.device)
+            images = torch.empty((self.views * b, s, s, 3), dtype=torch.float32, device=self.device)
+            for v in range(self.views):  # each view's DALI output straight into its slice: no cat
+                feed_ndarray(outputs[v].as_tensor(), images[v * b:(v + 1) * b], cuda_stream=stream)
+            images = images.permute(0, 3, 1, 2)  # (views*B, 3, H, W), channels_last memory
+            index = torch.empty(b, dtype=torch.int64, device=self.device)
+            data = outputs[self.views].as_tensor()
+            feed_ndarray(data, index.view(data.shape()), cuda_stream=stream)
+            labels = None
+            if self.shards:
+                labels = torch.empty(b, dtype=torch.int64, device=self.device)
+                data = outputs[self.views + 1].as_tensor()
+                feed_ndarray(data, labels.view(data.shape()), cuda_stream=stream)
+                host_index = outputs[self.views + 2]
+        else:
+            images = torch.empty((self.views * b, 3, s, s), dtype=torch.float32)
+            for v in range(self.views):
+                images[v * b:(v + 1) * b].copy_(torch.from_numpy(np.asarray(outputs[v].as_tensor())))
+            host_index = outputs[self.views]
+            index = torch.from_numpy(np.array(host_index.as_tensor()).reshape(-1).astype(np.int64))
+            labels = None
+            if self.shards:
+                labels = torch.from_numpy(np.array(outputs[self.views + 1].as_tensor()).reshape(-1).astype(np.int64))
+        if self.shards:
+            self._returned[np.asarray(host_index.as_tensor()).reshape(-1)] = True  # host memory: no wait
         else:
             labels = self.class_of[index]
-        batch = {"views": views, "labels": labels, "index": index}
-        if valid is not None:
-            batch["valid"] = torch.from_numpy(valid[step]).to(self.device)
+        batch = {"images": images, "labels": labels, "index": index}
+        if not self.train:  # padding: positions past this rank's share (computed on the device)
+            if self.shards:
+                batch["valid"] = step * b + self._arange < self.shard_size
+            else:  # val_indices: rank r reads global positions r, r + world, ...
+                batch["valid"] = self.rank + self.world * (step * b + self._arange) < self.num_samples
         return batch
 
-    def _explain(self, error: RuntimeError, plan: np.ndarray | None, step: int, returned: list[int]) -> str:
+    def _explain(self, error: RuntimeError, plan: np.ndarray | None, step: int) -> str:
         """An error message that names the bad file(s): DALI's when it names one, else found by
         re-decoding the samples that may have been in flight."""
         message = str(error)
@@ -313,17 +481,23 @@ class DaliLoader:
             if not named:  # the rank's shard up to what the reader may have read, minus what it returned
                 n, b = self.num_samples, self.batch_size
                 start = n * self.rank // self.world
-                size = n * (self.rank + 1) // self.world - start
                 reach = (step + PREFETCH + 3) * b + (SHUFFLE_BUFFER if self.train else 0)
-                done = set(returned)
                 suspects = ((name, parts["jpg"]) for name, parts in
-                            read_samples(*self._tar_order(), start, start + min(size, reach))
-                            if int(np.frombuffer(parts["index"], dtype=np.int64)[0]) not in done)
+                            read_samples(*self._tar_order(self.epoch), start, start + min(self.shard_size, reach))
+                            if not self._returned[int(np.frombuffer(parts["index"], dtype=np.int64)[0])])
                 named = [p for p, _ in find_undecodable(suspects, self.threads)]
         where = ", ".join(named) or "not identified; `python launch/check_dataset.py ROOT` lists every bad file"
         split = "train" if self.train else "val"
-        return (f"DALI {split} loader: cannot decode {where} (epoch {self.epoch}, step {self.start_step + step})"
+        return (f"DALI {split} loader: cannot decode {where} (epoch {self.epoch}, step {step})"
                 f"\n  {dali_reason(message)}")
+
+
+def _as_bytes(checkpoint) -> bytes:
+    return checkpoint if isinstance(checkpoint, bytes) else checkpoint.encode("latin-1")
+
+
+def warn_inexact(what: str):
+    log.warning("RESUME NOT EXACT: %s", what)
 
 
 def dali_reason(message: str) -> str:
