@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
 RNG_FILE = "random_states"  # accelerate writes random_states_<process>.pkl, one per process
+LOADER_FILE = "loader_state"  # loader_state_<process>.json: where each process's train loader is (DALI)
 TMP_PREFIX = ".tmp-"
 
 
@@ -70,8 +71,9 @@ def _write_failed(accelerator, run_dir: Path, final: Path, error: Exception | No
                                f"({cause}); the partial write was removed and {kept}.{hint}") from error
 
 
-def save_checkpoint(accelerator, run_dir: Path, trainer_state: dict, keep: int) -> Path:
-    """Collective: every process calls it. Returns the final folder.
+def save_checkpoint(accelerator, run_dir: Path, trainer_state: dict, keep: int, loader_state: dict | None = None) -> Path:
+    """Collective: every process calls it. Returns the final folder. `loader_state` (this process's train
+    loader position, given on every process or on none) is written next to its RNG state.
 
     Every failure is agreed on by all processes before anyone raises, so a rank that hits a full disk
     cannot leave the others waiting at a barrier until the distributed timeout.
@@ -89,6 +91,8 @@ def save_checkpoint(accelerator, run_dir: Path, trainer_state: dict, keep: int) 
         _write_failed(accelerator, run_dir, final, error)
     try:
         accelerator.save_state(str(tmp))
+        if loader_state is not None:
+            (tmp / f"{LOADER_FILE}_{accelerator.process_index}.json").write_text(json.dumps(loader_state))
     except Exception as e:
         error = e
     if any_process(accelerator, error is not None):
@@ -98,8 +102,9 @@ def save_checkpoint(accelerator, run_dir: Path, trainer_state: dict, keep: int) 
     if accelerator.is_main_process:
         try:
             # Each process wrote its own RNG state; rank 0 must see them all, or the checkpoint is unusable.
-            missing = [f"{RNG_FILE}_{r}.pkl" for r in range(accelerator.num_processes)
-                       if not (tmp / f"{RNG_FILE}_{r}.pkl").is_file()]
+            files = [RNG_FILE + "_{}.pkl"] + ([LOADER_FILE + "_{}.json"] if loader_state is not None else [])
+            missing = [f.format(r) for f in files for r in range(accelerator.num_processes)
+                       if not (tmp / f.format(r)).is_file()]
             if missing:
                 raise FileNotFoundError(f"{', '.join(missing)} not visible from process 0: train.output_dir must "
                                         "be on a filesystem shared by all nodes")
@@ -178,6 +183,12 @@ def find_latest(run_dir: Path) -> Path | None:
 
 def read_trainer_state(path: Path) -> dict:
     return json.loads((path / STATE_FILE).read_text())
+
+
+def read_loader_state(path: Path, process: int) -> dict | None:
+    """This process's saved train loader state; None when the checkpoint has none (another loader wrote it)."""
+    file = path / f"{LOADER_FILE}_{process}.json"
+    return json.loads(file.read_text()) if file.is_file() else None
 
 
 def prune(run_dir: Path, keep: int):

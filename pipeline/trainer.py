@@ -220,7 +220,7 @@ class Trainer:
         bar.close()
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        images = torch.cat(batch["views"])
+        images = batch["images"] if "images" in batch else torch.cat(batch["views"])  # DALI: one tensor already
         if images.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         labels = batch["labels"].repeat(self.views)
@@ -272,7 +272,8 @@ class Trainer:
         seen = torch.zeros((), device=self.accelerator.device)
         self.val_loader.set_epoch(0)
         for batch in self.val_loader:
-            images, labels, valid = batch["views"][0], batch["labels"], batch["valid"]
+            images = batch["images"] if "images" in batch else batch["views"][0]
+            labels, valid = batch["labels"], batch["valid"]
             if images.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             seen += valid.sum()
@@ -317,7 +318,9 @@ class Trainer:
         if key == self.last_saved:  # e.g. a stop right after a periodic checkpoint: that one is this state
             return
         self.sync_batchnorm_statistics()
-        path = checkpoint.save_checkpoint(self.accelerator, self.run_dir, state, self.cfg.train.keep_checkpoints)
+        loader_state = self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None
+        path = checkpoint.save_checkpoint(self.accelerator, self.run_dir, state, self.cfg.train.keep_checkpoints,
+                                          loader_state)
         self.last_saved = key
         log.info("checkpoint %s", path)
 
@@ -368,6 +371,9 @@ class Trainer:
                         "but not bit-exactly", path, self.accelerator.process_index, state.get("world_size", "?"),
                         self.accelerator.num_processes)
         self.accelerator.load_state(str(path))
+        if hasattr(self.train_loader, "load_state_dict"):  # DALI: its pipeline's state, to continue exactly
+            loader_state = checkpoint.read_loader_state(path, self.accelerator.process_index)
+            self.train_loader.load_state_dict(loader_state, where=str(path))
         return state
 
     def install_signal_handlers(self):

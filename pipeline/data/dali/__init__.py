@@ -415,16 +415,17 @@ class DaliLoader:
             return
         expected = self._fingerprint()
         differs = [f"{k} {state.get(k)!r} -> {v!r}" for k, v in expected.items() if state.get(k) != v]
-        if differs or not state.get("dali"):
-            warn_inexact(f"the DALI loader state in {where} was saved by another pipeline "
-                         f"({', '.join(differs) or 'no DALI checkpoint'}): the sample order is replayed, but crops "
-                         "and flips (and, for webdataset, the shuffle) will differ from the uninterrupted run")
+        if differs:
+            warn_inexact(f"the DALI loader state in {where} was saved by another pipeline ({', '.join(differs)}): "
+                         "the sample order is replayed, but crops and flips (and, for webdataset, the shuffle) "
+                         "will differ from the uninterrupted run")
             return
         if self._pipe is not None:  # restoring needs a fresh pipeline
             self._pipe = None
             if not self.shards:
                 self._stream, self._started, self._feed.fed, self._feed.limit = None, False, 0, 0
-        self._restore = state
+        # no DALI checkpoint: saved before the pipeline was first built, so a fresh one is that state
+        self._restore = state if state["dali"] else None
 
     # ---- batches ----
     def _batch(self, outputs, step: int) -> dict:
