@@ -57,3 +57,14 @@ def write_colour_tree(root: Path) -> Path:
             # quality 95 and no chroma subsampling keep the red level within a grey level or two
             colour_image(k, *sizes[k % 4]).save(folder / f"{k:02d}.jpg", quality=95, subsampling=0)
     return root
+
+
+def write_file_lists(imagenet_root: Path, root: Path) -> Path:
+    """`root/train.txt`, `root/val.txt` (`<path> <class>`) over a copy of the tree, lines in a seeded
+    random order, class = position in that order mod 5 (made up, so that it cannot come from the folders)."""
+    train = sorted(p.relative_to(imagenet_root / "train") for p in (imagenet_root / "train").glob("*/*.jpg"))
+    order = np.random.default_rng(0).permutation(len(train))
+    for split in ("train", "val"):
+        shutil.copytree(imagenet_root / split, root / split)
+        (root / f"{split}.txt").write_text("".join(f"{split}/{train[i]} {i % 5}\n" for i in order))
+    return root

@@ -42,6 +42,11 @@ def torch_val(listing, batch_size, image_size, val_resize):
                        world=1, device=CPU)
 
 
+def first_view(batch: dict) -> torch.Tensor:
+    """The torchvision loader's first view, in either batch format (`images`, or the older `views` list)."""
+    return batch["images"] if "images" in batch else batch["views"][0]
+
+
 def pixels(view: torch.Tensor) -> torch.Tensor:
     """Undo the normalisation: B x 3 x H x W on 0..255."""
     return (view * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)) * 255
@@ -57,16 +62,15 @@ def test_train_batches_have_the_loader_format(imagenet_root, views):
     batches = list(train)
     assert len(batches) == len(train)
     for batch in batches:
-        assert len(batch["views"]) == views
-        for v in batch["views"]:
-            assert v.shape == (4, 3, 64, 64) and v.dtype == torch.float32 and v.device == CPU
-            assert v.is_contiguous()
+        images = batch["images"]  # one tensor, the views one after the other
+        assert images.shape == (views * 4, 3, 64, 64) and images.dtype == torch.float32 and images.device == CPU
+        assert images.is_contiguous()
         assert batch["labels"].dtype == batch["index"].dtype == torch.int64
         # the class is the listing's class of the sample the batch says it is
         assert batch["labels"].tolist() == [listing.labels[i] for i in batch["index"].tolist()]
         assert "valid" not in batch
     # normalised: pixels 0..255 map into [-mean/std, (1-mean)/std] per channel
-    v = torch.cat([b["views"][0] for b in batches])
+    v = torch.cat([b["images"] for b in batches])
     low = -torch.tensor(MEAN) / torch.tensor(STD)
     high = (1 - torch.tensor(MEAN)) / torch.tensor(STD)
     assert (v.amin(dim=(0, 2, 3)) >= low - 1e-4).all() and (v.amax(dim=(0, 2, 3)) <= high + 1e-4).all()
@@ -81,7 +85,7 @@ def test_val_matches_torchvision_on_imagenet_jpegs(imagenet_root, image_size, va
     for ours, ref in zip(val, reference):
         assert torch.equal(ours["index"], ref["index"]) and torch.equal(ours["labels"], ref["labels"])
         assert torch.equal(ours["valid"], ref["valid"])
-        a, b = pixels(ours["views"][0])[ours["valid"]], pixels(ref["views"][0])[ours["valid"]]
+        a, b = pixels(ours["images"])[ours["valid"]], pixels(first_view(ref))[ours["valid"]]
         per_image = (a - b).abs().mean(dim=(1, 2, 3))  # grey levels
         # square images resize to the same grid: rounding only. A non-square one (1024 x 683) is
         # resized to 384 (DALI) vs 383 (torchvision truncates) columns: a sub-pixel shift, a few levels.
@@ -98,11 +102,11 @@ def test_demo_data_subset(tmp_path):
     assert train.num_classes == val.num_classes == 10
     assert train.num_samples == 40 and val.num_samples == 20 and len(train) == 5
     batch = next(iter(train))
-    assert [tuple(v.shape) for v in batch["views"]] == [(8, 3, 28, 28)] * 2
+    assert batch["images"].shape == (2 * 8, 3, 28, 28)
     reference = torch_val(list_image_folder(root / "val", 2), 8, 28, 32)
     for ours, ref in zip(val, reference):
         assert torch.equal(ours["index"], ref["index"])
-        diff = (pixels(ours["views"][0]) - pixels(ref["views"][0])).abs()[ours["valid"]]
+        diff = (pixels(ours["images"]) - pixels(first_view(ref))).abs()[ours["valid"]]
         assert diff.mean(dim=(1, 2, 3)).max() < 2  # 28 -> 32 -> 28 px: rounding only
 
 
@@ -119,7 +123,7 @@ def test_two_views_are_two_crops_of_the_same_image(colour_root):
     flips = []
     for batch in train:
         k = torch.tensor([int(Path(listing.files[i]).stem) for i in batch["index"].tolist()])
-        v0, v1 = batch["views"]
+        v0, v1 = batch["images"].chunk(2)  # view-major: view 0's 8 images, then view 1's
         # both views show the image the index names
         assert torch.equal(identity(v0), k) and torch.equal(identity(v1), k)
         # ... through different windows: position (mean) and size (spread) of the green/blue ramps
@@ -160,36 +164,13 @@ def test_validation_counts_every_image_once_across_ranks(imagenet_root, webdatas
         batches = list(val)
         steps.append(len(batches))
         for b in batches:
-            assert b["views"][0].shape[0] == 3  # padded to whole batches
+            assert b["images"].shape[0] == 3  # padded to whole batches
             counted += b["index"][b["valid"]].tolist()
     assert len(set(steps)) == 1  # the same number of steps on every rank
     assert sorted(counted) == list(range(20))  # each image exactly once: padding is masked, never counted
 
 
-# ---- resume ----
-@pytest.mark.parametrize("views", [1, 2])
-def test_resume_replays_the_epoch(imagenet_root, views):
-    train, _ = loaders(imagenet_root, views=views, batch_size=4, seed=7)
-    train.set_epoch(0)
-    list(train)
-    train.set_epoch(1)
-    full = list(train)
-    # a fresh process resuming at the start of epoch 1 (with another thread count) sees identical batches
-    fresh, _ = loaders(imagenet_root, views=views, batch_size=4, seed=7, workers=1)
-    fresh.set_epoch(1)
-    again = list(fresh)
-    assert len(again) == len(full) == 5
-    for a, b in zip(full, again):
-        assert torch.equal(a["index"], b["index"])
-        assert all(torch.equal(x, y) for x, y in zip(a["views"], b["views"]))
-    # resuming mid-epoch continues with the same samples in the same order
-    fresh.set_epoch(1, start_step=2)
-    assert len(fresh) == len(full) - 2
-    assert [b["index"].tolist() for b in fresh] == [b["index"].tolist() for b in full[2:]]
-    # another epoch draws new crops for each sample
-    fresh.set_epoch(2)
-    crops = {i: v for b in full for i, v in zip(b["index"].tolist(), b["views"][0])}
-    assert all(not torch.equal(v, crops[i]) for b in fresh for i, v in zip(b["index"].tolist(), b["views"][0]))
+# ---- resume: see test_dali_resume.py ----
 
 
 # ---- bad files ----
@@ -272,13 +253,6 @@ def test_check_dataset_reads_webdataset_shards(tmp_path, broken_root, capsys):
 
 
 # ---- other readers ----
-@pytest.fixture(scope="session")
-def webdataset_root(imagenet_root, tmp_path_factory):
-    root = tmp_path_factory.mktemp("webdataset")
-    write_webdataset(imagenet_root, root, per_shard=6)  # 20 samples -> tars of 6, 6, 6, 2
-    return root
-
-
 def test_webdataset_shards_have_dali_indexes(webdataset_root):
     shards = list_shards(webdataset_root / "train")
     assert [t.name for t in shards.tars] == [f"shard-0000{i}.tar" for i in range(4)]
@@ -292,7 +266,7 @@ def test_webdataset_reads_the_same_images_as_the_folder_reader(imagenet_root, we
     for a, b in zip(folder_val, shard_val):
         assert torch.equal(a["index"], b["index"]) and torch.equal(a["labels"], b["labels"])
         assert torch.equal(a["valid"], b["valid"])
-        assert torch.equal(a["views"][0], b["views"][0])  # same bytes, same decoder: identical pixels
+        assert torch.equal(a["images"], b["images"])  # same bytes, same decoder: identical pixels
 
 
 def test_webdataset_train_epochs(imagenet_root, webdataset_root, monkeypatch):
@@ -327,11 +301,11 @@ def test_file_list_format(imagenet_root, tmp_path):
     train, val = loaders(tmp_path, fmt="filelist", batch_size=4)
     assert train.num_classes == val.num_classes == 5
     _, folder_val = loaders(imagenet_root, batch_size=4)
-    folder_views = torch.cat([b["views"][0] for b in folder_val])
+    folder_views = torch.cat([b["images"] for b in folder_val])
     for b in val:
         assert b["labels"].tolist() == [int(order[i]) % 5 for i in b["index"].tolist()]
         # line i is folder sample order[i]: same pixels
-        assert torch.equal(b["views"][0], folder_views[torch.as_tensor(order)[b["index"]]])
+        assert torch.equal(b["images"], folder_views[torch.as_tensor(order)[b["index"]]])
 
 
 def test_build_loaders_picks_the_backend(imagenet_root):
@@ -342,4 +316,4 @@ def test_build_loaders_picks_the_backend(imagenet_root):
         train, val = build_loaders(cfg, **common)
         assert isinstance(train, kind) and isinstance(val, kind)
     cfg.backend = "dali"
-    assert next(iter(build_loaders(cfg, **common)[0]))["views"][0].shape == (4, 3, 64, 64)
+    assert next(iter(build_loaders(cfg, **common)[0]))["images"].shape == (4, 3, 64, 64)
