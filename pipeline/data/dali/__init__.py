@@ -157,7 +157,7 @@ class _FileFeed:
     def __call__(self, batch_info):  # a one-argument callable: the form DALI's checkpointing accepts
         if self.fed >= self.limit:
             raise StopIteration
-        index = self.plan[self.fed]
+        index = np.ascontiguousarray(self.plan[self.fed], dtype=np.int64)
         self.fed += 1
         return [np.frombuffer(p.encode(), dtype=np.uint8) for p in self.paths[index].tolist()], index
 
