@@ -9,7 +9,8 @@ Both loaders are the project's own (`DaliLoader`, `TorchLoader`): random-resized
 Each loader runs every `--threads` value (DALI threads / DataLoader worker processes) and is
 reported at its best. Runs are interleaved round by round so that load from other processes on the
 machine hits every configuration alike; each figure is the median over `--epochs` timed epochs
-(after one warm-up epoch). DALI's figure includes its per-epoch pipeline build.
+(after one warm-up epoch). DALI builds its pipeline once (the warm-up epoch); bench/dali_build.py
+times a build.
 cpu ms/img counts the CPU time of the whole process tree (DataLoader workers included), a figure
 that other load on the machine disturbs less than wall time.
 """
@@ -77,7 +78,7 @@ def timed_epoch(loader, epoch: int) -> tuple[float, float, int]:
     loader.set_epoch(epoch)
     cpu, start, images = tree_cpu_seconds(), time.perf_counter(), 0
     for batch in loader:
-        images += batch["views"][0].shape[0]
+        images += batch["labels"].shape[0]  # images per step, whichever batch format
     wall = time.perf_counter() - start
     return images / wall, (tree_cpu_seconds() - cpu) / images * 1e3, images
 

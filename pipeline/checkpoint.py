@@ -71,7 +71,8 @@ def _write_failed(accelerator, run_dir: Path, final: Path, error: Exception | No
                                f"({cause}); the partial write was removed and {kept}.{hint}") from error
 
 
-def save_checkpoint(accelerator, run_dir: Path, trainer_state: dict, keep: int, loader_state: dict | None = None) -> Path:
+def save_checkpoint(accelerator, run_dir: Path, trainer_state: dict, keep: int,
+                    loader_state: dict | None = None) -> Path:
     """Collective: every process calls it. Returns the final folder. `loader_state` (this process's train
     loader position, given on every process or on none) is written next to its RNG state.
 

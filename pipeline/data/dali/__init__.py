@@ -1,25 +1,28 @@
 """NVIDIA DALI loaders: the same batches, sample plans and indices as the torchvision loader, decoded by DALI.
 
 Readers (`data.format`):
-  folder      the shared listing (`folder.list_image_folder`), given to `fn.readers.file` as explicit
-              `files=` / `labels=`, so sample i is the same file for both backends and CRD.
+  folder      the shared listing (`folder.list_image_folder`), so sample i is the same file for both
+              backends and CRD.
   filelist    `<root>/train.txt` and `<root>/val.txt`, lines `<path relative to root> <class>`; read the
               same way as folder.
   webdataset  tar shards + DALI index files read by `fn.readers.webdataset` (layout: dali/webdataset.py).
 
-Sample order (folder/filelist): each epoch the reader gets this rank's files in the order of
-`sharding.train_indices` / `val_indices` (the torchvision loader's plans), `random_shuffle=False` and
-one reader shard (the list is already this rank's shard). That is exact by construction (same ranks,
-same steps, ragged batch dropped, validation padded and masked) and costs no Python per sample: the
-C++ reader thread reads the files. The pipeline is rebuilt per epoch (a fraction of a second on CPU,
-against minutes of epoch) so the list and the random seed can change.
+Sample order (folder/filelist): an external source hands DALI each step's file names and indices from
+`sharding.train_indices` / `val_indices` (the torchvision loader's plans; exact by construction: same
+ranks, same steps, ragged batch dropped, validation padded and masked); `fn.io.file.read` reads the
+files in DALI's C++ threads. So ONE pipeline per split serves the whole run: no rebuild per epoch or
+per evaluation (on a GPU each build re-allocates nvJPEG's buffers, and freeing pinned memory waits on
+the whole device). The train feed ends at the epoch's last step (`limit_steps`: the trainer's
+`train.steps_per_epoch`), and a stream left unfinished is run out before the next one starts.
 
 Webdataset keeps sequential tar reads, so it cannot follow an arbitrary per-sample plan: the tars are
 visited in a seeded per-epoch order, the reader's own sharding gives rank r the samples
 [N*r/world, N*(r+1)/world) of that sequence, and a shuffle buffer mixes them (the writer also shuffles
 samples across tars). Train: every rank runs `train_steps` steps and no sample repeats within an epoch
-(the ragged tail of each rank's shard is dropped). Val: tars in order, padded and masked, each sample
-counted once. `index` and `label` come from the tar.
+(the ragged tail of each rank's shard is dropped); the reader's tar order is fixed when it is built, so
+the train pipeline is built once per epoch. Val: tars in order, padded and masked, each sample counted
+once; one pipeline per run (the reader's padded epoch is exactly one evaluation; it is rebuilt only on
+a rank whose shard needs fewer steps than the others). `index` and `label` come from the tar.
 
 Decode: the `mixed` decoder (nvJPEG; hardware JPEG decoder share `data.hw_decoder_load`; buffers
 preallocated for ImageNet's largest image) when the training device is CUDA, else `cpu` (libjpeg-turbo)
@@ -28,20 +31,29 @@ window (ROI decode), then resize. Two views: decode the whole image once, then t
 `fn.random_resized_crop` (on the GPU after a mixed decode): one ROI decode cannot serve two windows and
 decoding twice would double the dominant cost. Both use DALI's crop generator (area min_area..1,
 aspect 3/4..4/3, 10 tries), then a random flip and `fn.crop_mirror_normalize` (mean/std scaled to
-0..255) to float32 NCHW on the training device (channels_last is the trainer's). Val: resize the
-shorter side to `val_resize` (the long side is rounded where torchvision truncates: a sub-pixel
-difference on non-square images), centre crop `image_size`.
+0..255) to float32. Val: resize the shorter side to `val_resize` (the long side is rounded where
+torchvision truncates: a sub-pixel difference on non-square images), centre crop `image_size`.
 
-Index and label: the file reader's label is the dataset index; the class is looked up on the device
-(`labels = class_of[index]`).
+The batch: `images` is ONE (views * B, 3, H, W) tensor, view-major. On CUDA DALI emits HWC and each
+view is copied (`feed_ndarray`, on the current stream) straight into its slice of one NHWC tensor,
+returned as its NCHW permute: channels_last memory with no further copy, no `torch.cat`. On CPU it is
+CHW, contiguous. `index` (and webdataset's `label`) are pipeline outputs moved to the GPU inside DALI;
+the class of a file-reader sample is looked up on the device (`class_of[index]`); val's `valid` mask
+is computed on the device from the step (positions past this rank's share are padding). No pageable
+host->device copy, no read of a device tensor.
 
-Resume: `set_epoch(epoch, start_step)` replays the epoch's order from `start_step` exactly. The
-augmentation is seeded by (seed, epoch, rank), so a run resumed at an epoch boundary sees exactly the
-crops and flips of an uninterrupted run (DALI's random draws do not depend on the thread count). A
-resume in the middle of an epoch gets fresh draws for the rest of that epoch (DALI's random state
-cannot be advanced without running the decoder), then exact again from the next epoch. Webdataset
-cannot start mid-epoch: a mid-epoch resume runs the remaining number of steps on a freshly seeded
-shuffle, so that one epoch's coverage is approximate.
+Resume (exact): `state_dict()` holds DALI's own checkpoint (`enable_checkpointing`: the state of every
+random generator and of the webdataset reader as of the last batch consumed: DALI accounts for the
+batches it prefetched), the epoch, the batches consumed and, for the file readers, the steps already
+handed to DALI. The trainer saves it per process inside each checkpoint (`loader_state_<rank>.json`)
+and `load_state_dict` restores it: the pipeline is rebuilt from the DALI checkpoint and the feed
+re-hands the steps that were in flight, so a resumed run yields, bit for bit, the batches of the
+uninterrupted one from any step (tests/data/test_dali_resume.py; DALI's draws do not depend on the
+thread count). Without a state (a checkpoint written by the torchvision loader), or with one saved by
+a different pipeline (format, sizes, seed, rank/world, decode device, DALI version: the differences are
+named), the sample order is still replayed but the draws are not, and the resume says so loudly
+("RESUME NOT EXACT"). The webdataset train pipeline is seeded by (seed, epoch, rank), so its epoch
+boundaries are exact even without a state.
 
 Bad data: a file that cannot be read or decoded stops iteration at once with a RuntimeError naming
 it (never a skip: that would change the epoch). DALI names the file for most decode failures;
@@ -364,7 +376,7 @@ class DaliLoader:
                 warn_inexact(f"no loader state for webdataset epoch {self.epoch + 1}, step {start}: the rest of "
                              "this epoch reads a freshly shuffled stream (other samples, other crops and flips) "
                              "instead of the uninterrupted run's")
-            self._pipe, self._pipe_epoch, self._consumed = None, None, 0  # free the previous epoch's first
+            self._pipe = None  # free the previous epoch's pipeline before building the next
             self._pipe, self._pipe_epoch, self._consumed = self._build(checkpoint), self.epoch, start
             self._returned[:] = False
         elif self._pipe is None or self._consumed % -(-self.shard_size // self.batch_size):
@@ -387,8 +399,8 @@ class DaliLoader:
         """What the saved pipeline must share with this one for its DALI checkpoint to apply."""
         return {"format": "webdataset" if self.shards else "files", "num_samples": self.num_samples,
                 "batch_size": self.batch_size, "views": self.views, "image_size": self.image_size,
-                "min_area": self.min_area, "max_steps": self.max_steps, "seed": self.seed, "rank": self.rank, "world": self.world,
-                "decode": "mixed" if self.gpu else "cpu", "dali_version": nvidia.dali.__version__}
+                "min_area": self.min_area, "max_steps": self.max_steps, "seed": self.seed, "rank": self.rank,
+                "world": self.world, "decode": "mixed" if self.gpu else "cpu", "dali_version": nvidia.dali.__version__}
 
     def state_dict(self) -> dict:
         """Where the pipeline is: epoch, outputs consumed, steps handed to DALI, DALI's own checkpoint
