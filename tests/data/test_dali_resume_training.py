@@ -2,13 +2,12 @@
 checkpoint ends with exactly the weights of the uninterrupted run, for a one-view and a two-view method.
 
 In-process Trainer runs, tiny sizes: 2 epochs of 4 steps of 16 images, a checkpoint every 3 steps
-(step 3 is mid-epoch 1, step 6 mid-epoch 2).
+(step 3 is mid-epoch 1). That a resume without the loader state differs (so that this comparison can
+fail) is shown, cheaper, at the loader level in test_dali_resume.py.
 """
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import signal
 
 import pytest
@@ -68,19 +67,3 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, tiny_teacher,
         resumed.fit()
     assert "RESUME NOT EXACT" not in caplog.text
     assert max_difference(weights(resumed), expected) == 0.0
-    if method != "kd":
-        return
-    # and the comparison can fail: a checkpoint without the loader state (as a torchvision-loader run
-    # writes) replays the sample order but draws other crops and flips, and says so
-    lost = tmp_path / "lost"
-    shutil.copytree(path, lost)
-    (lost / f"{checkpoint.LOADER_FILE}_0.json").unlink()
-    manifest = json.loads((lost / checkpoint.COMPLETE).read_text())
-    del manifest[f"{checkpoint.LOADER_FILE}_0.json"]
-    (lost / checkpoint.COMPLETE).write_text(json.dumps(manifest))
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        other = trainer(tmp_path / "other", tiny_teacher, method, resume=str(lost))
-        other.fit()
-    assert "RESUME NOT EXACT" in caplog.text and "holds no DALI loader state" in caplog.text
-    assert max_difference(weights(other), expected) > 1e-4

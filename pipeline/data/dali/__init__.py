@@ -356,7 +356,7 @@ class DaliLoader:
         self._open_stream(self.epoch, plan, self.start_step)
         for step in range(self.start_step, steps):
             try:
-                outputs = self._pipe.run()
+                outputs = self._run()
             except StopIteration:  # cannot happen: the feed holds the epoch's remaining steps
                 raise RuntimeError(f"DALI loader: the pipeline ended at step {step} of {steps}") from None
             except RuntimeError as e:
@@ -388,11 +388,18 @@ class DaliLoader:
             self._returned[:] = False
         for step in range(start, steps):
             try:
-                outputs = self._pipe.run()
+                outputs = self._run()
             except RuntimeError as e:
                 raise RuntimeError(self._explain(e, None, step)) from e
             self._consumed += 1
             yield self._batch(outputs, step)
+
+    def _run(self):
+        """The next batch's DALI outputs. On CUDA they are handed over on the current stream (stream-ordered:
+        the host does not wait for DALI's GPU work; DALI's default executor frees them in stream order)."""
+        if self.gpu:
+            return self._pipe.run(torch.cuda.current_stream(self.device))
+        return self._pipe.run()
 
     # ---- loader state: saved in every checkpoint, one per process ----
     def _fingerprint(self) -> dict:
