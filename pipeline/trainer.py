@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -31,8 +30,9 @@ from pipeline import checkpoint
 from pipeline.config import Config, to_dict
 from pipeline.data import build_loaders
 from pipeline.distiller import Distiller
+from pipeline.errors import BadInputError, MissingInputError
 from pipeline.methods import METHODS, MethodContext, NetOutput, build_methods, parse_method
-from pipeline.models import Network, create_network, freeze
+from pipeline.models import Network, create_network, freeze, save_timm_folder, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(BadInputError):
     """The checkpoint belongs to another experiment (e.g. another --method): never fall back silently."""
 
 
@@ -100,7 +100,8 @@ class Trainer:
     def create_loaders(self):
         world = self.accelerator.num_processes
         if self.cfg.train.batch_size % world:
-            raise ValueError(f"train.batch_size {self.cfg.train.batch_size} is not divisible by {world} processes")
+            raise BadInputError(f"train.batch_size {self.cfg.train.batch_size} is not divisible by {world} processes: "
+                                f"use a multiple of {world}")
         self.batch_per_process = self.cfg.train.batch_size // world
         with self.accelerator.main_process_first():  # the demo data is written once, by rank 0
             train, val = build_loaders(
@@ -116,7 +117,7 @@ class Trainer:
 
     def create_teacher(self) -> Network:
         if not (self.cfg.teacher.checkpoint or self.cfg.teacher.pretrained):
-            raise ValueError("the method needs a teacher: set teacher.checkpoint (a local .safetensors or state "
+            raise BadInputError("the method needs a teacher: set teacher.checkpoint (a local .safetensors or state "
                              "dict) or teacher.pretrained, or set teacher.train_if_missing to train one first")
         teacher = freeze(self.create_network(self.cfg.teacher)).to(self.accelerator.device)
         if self.accelerator.device.type == "cuda":
@@ -185,6 +186,7 @@ class Trainer:
                    "skipped_steps": self.skipped_steps, **(self.history[-1] if self.history else {})}
         if self.accelerator.is_main_process:
             self.export_student(self.run_dir / "student.safetensors")
+            self.export_student(self.run_dir / "student")
             self.writer.close()
         self.accelerator.print("SUMMARY " + json.dumps(summary))
         return summary
@@ -331,7 +333,7 @@ class Trainer:
         else:
             candidates = [Path(resume)]
             if not checkpoint.is_complete(candidates[0]):
-                raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint (no {checkpoint.COMPLETE} "
+                raise MissingInputError(f"--resume {resume}: not a complete checkpoint (no {checkpoint.COMPLETE} "
                                         "manifest, or a file is missing or truncated)")
         for path in candidates:
             error = None
@@ -402,10 +404,10 @@ class Trainer:
                                             for k, v in metrics.items()))
 
     def export_student(self, path: Path):
-        """The bare timm student weights: `timm.create_model(arch, num_classes=...)` loads them."""
-        from safetensors.torch import save_file
-
+        """`*.safetensors`: the bare timm weights (`timm.create_model(arch, num_classes=...)` loads them);
+        otherwise a timm-native folder (`timm.create_model("local-dir:PATH", pretrained=True)`). Atomic."""
         student = self.accelerator.unwrap_model(self.model).student.model
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, str(tmp))
-        os.replace(tmp, path)
+        if path.suffix == ".safetensors":
+            save_weights(student, path)
+        else:
+            save_timm_folder(student, path, self.cfg.data.image_size, self.cfg.data.val_resize)

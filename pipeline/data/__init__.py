@@ -19,6 +19,7 @@ from pipeline.config import DataConfig
 from pipeline.data.demo import prepare_demo_data
 from pipeline.data.folder import list_image_folder
 from pipeline.data.torch_loader import TorchLoader
+from pipeline.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def dataset_root(cfg: DataConfig) -> Path:
 def resolve_backend(cfg: DataConfig) -> str:
     dali_installed = importlib.util.find_spec("nvidia.dali") is not None
     if cfg.backend == "dali" and not dali_installed:
-        raise RuntimeError("data.backend is 'dali' but nvidia-dali is not installed (pip install nvidia-dali-cuda130)")
+        raise BadInputError("data.backend is 'dali' but nvidia-dali is not installed (pip install nvidia-dali-cuda130)")
     if cfg.backend == "auto" and not dali_installed:
         log.warning("FALLBACK: NVIDIA DALI is not installed; using the torchvision DataLoader (CPU decode)")
         return "torch"
@@ -53,8 +54,8 @@ def build_loaders(cfg: DataConfig, *, batch_size: int, views: int, seed: int, ra
     train = TorchLoader(list_image_folder(root / "train", cfg.per_class), train=True, views=views, **common)
     val = TorchLoader(list_image_folder(root / "val", cfg.val_per_class), train=False, views=1, **common)
     if train.num_classes != val.num_classes:
-        raise ValueError(f"{root}: train has {train.num_classes} classes but val has {val.num_classes}")
+        raise BadInputError(f"{root}: train has {train.num_classes} classes but val has {val.num_classes}")
     if len(train) == 0:
-        raise ValueError(f"{root / 'train'}: {len(train.listing)} images are fewer than one batch of "
+        raise BadInputError(f"{root / 'train'}: {len(train.listing)} images are fewer than one batch of "
                          f"{batch_size} per process on {world} processes; lower train.batch_size")
     return train, val
