@@ -28,6 +28,13 @@ class FolderListing:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def load(self, i: int) -> tuple[Path, int, int]:
+        """Sample i: (image file, class, dataset index), as `webdataset.Shards.load` gives a tar's sample."""
+        return self.root / self.files[i], self.labels[i], i
+
+    def describe(self, i: int) -> str:
+        return str(self.root / self.files[i])
+
 
 def list_image_folder(root: str | Path, per_class: int = 0) -> FolderListing:
     """List `root/<class>/*`; `per_class` > 0 keeps the first that many files of each class."""
