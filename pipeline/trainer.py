@@ -31,6 +31,7 @@ from pipeline.config import Config, to_dict
 from pipeline.data import build_loaders
 from pipeline.distiller import Distiller
 from pipeline.errors import BadInputError, MissingInputError
+from pipeline.metrics import count_hits, real_label_table
 from pipeline.methods import METHODS, MethodContext, NetOutput, build_methods, parse_method
 from pipeline.models import Network, create_network, freeze, save_timm_folder, save_weights
 
@@ -63,6 +64,7 @@ class Trainer:
         set_seed(cfg.train.seed)  # same initial weights on every process (DDP also broadcasts them)
         self.run_dir = self.create_run_dir()
         self.train_loader, self.val_loader = self.create_loaders()
+        self.real_labels = self.create_real_labels()
         self.teacher = self.create_teacher() if self.needs_teacher else None
         self.model = self.create_distiller()
         self.optimizer = self.create_optimizer()
@@ -111,6 +113,14 @@ class Trainer:
         if self.cfg.train.steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, self.cfg.train.steps_per_epoch)
         return train, val
+
+    def create_real_labels(self) -> torch.Tensor | None:
+        """ImageNet-ReaL label sets of the val samples (data.real_labels), on the device; None when off."""
+        if not self.cfg.data.real_labels:
+            return None
+        source = getattr(self.val_loader, "listing", None) or self.val_loader.source  # torchvision | DALI loader
+        table = real_label_table(self.cfg.data.real_labels, source.files, self.val_loader.num_classes)
+        return table.to(self.accelerator.device)
 
     def create_network(self, model_cfg) -> Network:
         return create_network(model_cfg, self.train_loader.num_classes, self.cfg.data.mean, self.cfg.data.std)
@@ -269,8 +279,9 @@ class Trainer:
             networks["teacher"] = self.teacher  # frozen: evaluated once
         for net in networks.values():
             net.eval()
-        counts = torch.zeros(len(networks), 2, device=self.accelerator.device)  # (top1, top5) per network
-        seen = torch.zeros((), device=self.accelerator.device)
+        # per network: (top1, top5, ReaL top-1, images with ReaL labels) hits among the valid samples
+        counts = torch.zeros(len(networks), 4, dtype=torch.int64, device=self.accelerator.device)
+        seen = torch.zeros((), dtype=torch.int64, device=self.accelerator.device)
         self.val_loader.set_epoch(0)
         for batch in self.val_loader:
             images, labels, valid = batch["views"][0], batch["labels"], batch["valid"]
@@ -278,12 +289,10 @@ class Trainer:
                 images = images.contiguous(memory_format=torch.channels_last)
             seen += valid.sum()
             with self.accelerator.autocast():
+                real = self.real_labels[batch["index"]] if self.real_labels is not None else None
                 for i, net in enumerate(networks.values()):
                     logits, _ = net(images)
-                    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-                    hit = top5 == labels[:, None]
-                    counts[i, 0] += (hit[:, 0] & valid).sum()
-                    counts[i, 1] += (hit.any(dim=1) & valid).sum()
+                    counts[i] += count_hits(logits, labels, valid, real)
         counts = self.accelerator.reduce(counts, "sum")
         seen = self.accelerator.reduce(seen, "sum")
         self.model.train()
@@ -293,8 +302,12 @@ class Trainer:
         for i, name in enumerate(networks):
             metrics[f"{name}_top1"] = 100 * counts[i, 0].item() / seen.item()
             metrics[f"{name}_top5"] = 100 * counts[i, 1].item() / seen.item()
+            if self.real_labels is not None:
+                metrics[f"{name}_real_top1"] = 100 * counts[i, 2].item() / max(1, counts[i, 3].item())
         if self.teacher is not None and "teacher_top1" not in metrics and self.history:
             metrics["teacher_top1"] = self.history[-1].get("teacher_top1")
+            if self.real_labels is not None:
+                metrics["teacher_real_top1"] = self.history[-1].get("teacher_real_top1")
         self.history.append(metrics)
         return metrics
 
