@@ -60,7 +60,7 @@ def test_the_documents_hold_commands():
 
 def split_command(command: str) -> tuple[str, list[str]]:
     """(script path or `-m module`, its arguments), launcher options skipped, `[...]` optional marks removed."""
-    words = shlex.split(command.replace("[", " ").replace("]", " "))
+    words = shlex.split(re.sub(r"\[(--[^]]*)\]", r"\1", command))
     for i, word in enumerate(words):
         if word == "-m":
             return f"-m {words[i + 1]}", words[i + 2:]
