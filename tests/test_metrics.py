@@ -66,3 +66,25 @@ def test_real_label_errors_name_the_problem(real_json, tmp_path):
         real_label_table(real_json, FILES, 2)
     with pytest.raises(MissingInputError, match="file not found: .*nope.json"):
         real_label_table(str(tmp_path / "nope.json"), FILES, 3)
+
+
+def test_trainer_reports_real_top1_beside_top1(tmp_path):
+    """The wiring: val file names -> label sets -> `student_real_top1`. Every labelled image's set holds both
+    classes, so ReaL top-1 is 100 whatever the (untrained) student predicts; the unlabelled image is left out."""
+    from PIL import Image
+
+    from pipeline.config import parse_args
+    from pipeline.trainer import Trainer
+
+    for split in ("train", "val"):
+        for k in range(1, 7):
+            folder = tmp_path / "data" / split / f"c{k % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20, 20), (40 * k, 255 - 30 * k, 90)).save(folder / f"ILSVRC2012_val_{k:08d}.JPEG")
+    (tmp_path / "real.json").write_text(json.dumps([[0, 1]] * 5 + [[]]))  # val 6 has no ReaL labels
+    cfg, _ = parse_args(["--method", "none", "--student.arch", "resnet10t", "--data.root", str(tmp_path / "data"),
+                         "--data.backend", "torch", "--data.workers", "0", "--data.image_size", "16",
+                         "--data.val_resize", "16", "--train.batch_size", "4", "--train.compile", "off",
+                         "--train.output_dir", str(tmp_path / "runs"), "--data.real_labels", str(tmp_path / "real.json")])
+    metrics = Trainer(cfg).evaluate()
+    assert metrics["val_images"] == 6 and metrics["student_real_top1"] == 100.0

@@ -66,6 +66,9 @@ def build_loaders(cfg: DataConfig, *, batch_size: int, views: int, seed: int, ra
 
         return build_dali_loaders(cfg, root, views=views, **common)
     train_src, val_src = dataset_sources(cfg, root)
+    for src in (train_src, val_src):
+        if isinstance(src, Shards):
+            src.offsets  # parse the index files once, here: the loader workers fork with the table
     train = TorchLoader(train_src, train=True, views=views, **common)
     val = TorchLoader(val_src, train=False, views=1, **common)
     if train.num_classes != val.num_classes:

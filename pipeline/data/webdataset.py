@@ -52,7 +52,7 @@ class Shards:
         return len(self.classes)
 
     @cached_property
-    def _offsets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def offsets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(tar of each sample, (N, 3) offsets, (N, 3) sizes of its COMPONENTS), from the index files."""
         tar_of = np.repeat(np.arange(len(self.tars)), self.sizes)
         offsets = np.zeros((self.num_samples, len(COMPONENTS)), dtype=np.int64)
@@ -75,7 +75,7 @@ class Shards:
 
     def load(self, position: int) -> tuple[io.BytesIO, int, int]:
         """Sample `position` of the tars in order: (image bytes, class, dataset index)."""
-        tar_of, offsets, sizes = self._offsets
+        tar_of, offsets, sizes = self.offsets
         tar = self.tars[tar_of[position]]
         with open(tar, "rb") as f:
             parts = []
@@ -87,7 +87,7 @@ class Shards:
 
     def describe(self, position: int) -> str:
         """`<tar>:<image member>` of sample `position`, for error messages (as DALI names a sample)."""
-        tar_of = self._offsets[0]
+        tar_of = self.offsets[0]
         first = sum(self.sizes[:tar_of[position]])
         line = Path(self.indexes[tar_of[position]]).read_text().splitlines()[1 + position - first].split()
         names = {ext: name for ext, _, _, name in zip(*[iter(line)] * 4)}
