@@ -62,8 +62,9 @@ from nvidia.dali import Pipeline, fn, types
 from pipeline.data import dataset_sources
 from pipeline.data.filelist import read_file_lists  # noqa: F401  (moved; kept importable from here)
 from pipeline.data.folder import FolderListing
-from pipeline.data.webdataset import COMPONENTS, Shards, read_samples
 from pipeline.data.sharding import train_indices, train_steps, val_indices
+from pipeline.data.webdataset import COMPONENTS, Shards, read_samples
+from pipeline.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,10 @@ def build_dali_loaders(cfg, root: Path, *, views: int, batch_size: int, image_si
     train = DaliLoader(train_src, train=True, views=views, **common)
     val = DaliLoader(val_src, train=False, views=1, **common)
     if train.num_classes != val.num_classes:
-        raise ValueError(f"{root}: train has {train.num_classes} classes but val has {val.num_classes}")
+        raise BadInputError(f"{root}: train has {train.num_classes} classes but val has {val.num_classes}")
     if len(train) == 0:
-        raise ValueError(f"{root}: {train.num_samples} train images are fewer than one batch of {batch_size} "
-                         f"per process on {world} processes; lower train.batch_size")
+        raise BadInputError(f"{root}: {train.num_samples} train images are fewer than one batch of {batch_size} "
+                            f"per process on {world} processes; lower train.batch_size")
     return train, val
 
 
