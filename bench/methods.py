@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import ensure_demo_teacher  # noqa: E402
 from pipeline.config import parse_args  # noqa: E402
 from pipeline.trainer import Trainer  # noqa: E402
 
@@ -74,6 +75,7 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.chdir(Path(__file__).resolve().parents[1])
+    ensure_demo_teacher()  # a fresh clone has no cached teacher yet: train it once, as the demo does
     trainers, summaries = {}, {}
     with tempfile.TemporaryDirectory() as out_dir:
         for method in args.methods.split(","):

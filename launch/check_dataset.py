@@ -41,7 +41,7 @@ def split_items(root: Path, split: str, fmt: str) -> Iterator[tuple[str, bytes |
                         yield f"{tar_path}:{member.name}", tar.extractfile(member).read()
         return
     if fmt == "filelist":
-        from pipeline.data.dali import read_file_lists
+        from pipeline.data.filelist import read_file_lists
 
         listing = read_file_lists(root)[0 if split == "train" else 1]
     else:

@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 import torch  # noqa: E402
 from accelerate import PartialState  # noqa: E402
 
-from pipeline.config import ConfigError, parse_args  # noqa: E402
+from pipeline.config import parse_args  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 from pipeline.methods import METHODS, parse_method  # noqa: E402
 from pipeline.trainer import Trainer, process_group_kwargs  # noqa: E402
 
@@ -42,14 +43,20 @@ def train_missing_teacher(cfg):
 
 
 def main(argv=None):
+    """Expected user errors (pipeline.errors.UserError: a bad value, a missing file, a mismatched checkpoint)
+    are one line on stderr and exit status 2; anything else keeps its traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
     try:
-        cfg, args = parse_args(argv)
-        names = parse_method(cfg.method)
-    except (ConfigError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        run(*parse_args(argv))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def run(cfg, args):
+    names = parse_method(cfg.method)
     # The same choices the Trainer makes; the process group is created here, so its timeout is set here.
     state = PartialState(cpu=not torch.cuda.is_available(), **process_group_kwargs(cfg))
     if not state.is_main_process:  # one process logs; the others warn only

@@ -1,222 +1,305 @@
-"""Typed configuration: dataclass sections with defaults, YAML files and `--section.key value` overrides.
+"""Typed configuration: pydantic sections with defaults, YAML recipes and `--section.key value` overrides.
 
-Unknown keys and wrong types are errors that name the key (and the file it came from).
-Defaults follow `../shared/method-notes.md`.
+Each key is one declaration: `name: type = Field(default, <range>, description="...")`; the type, range and
+description drive the validation, the one-line errors (`'<key>' must be ..., got ...`, naming the file or
+the command line) and `launch/imagenet.py --help`. Unknown keys are errors. Defaults follow
+`../shared/method-notes.md`. Values are strict: `1` is no boolean, `'8'` no integer (an integer is a float).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import re
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
+import annotated_types
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import BadInputError, MissingInputError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "demo.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInputError):
     pass
 
 
-@dataclass
-class ModelConfig:
-    arch: str = "resnet18"
-    checkpoint: str = ""  # local weights: .safetensors or a torch state dict ('' = random init)
-    pretrained: bool = False  # timm hub weights (needs the network)
-    train_if_missing: bool = False  # teacher only: train it with `--method none` when `checkpoint` is absent
-    train_epochs: int = 0  # epochs for that teacher run (0 = train.epochs)
+# ---- value types shared by several keys --------------------------------------------------------
+def _increasing(values: list) -> list:
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError("must be increasing")
+    return values
 
 
-@dataclass
-class DataConfig:
-    root: str = ""  # ImageNet layout root with train/ and val/ ('' = the embedded demo data)
-    backend: str = "auto"  # dali | torch | auto (DALI where installed)
-    format: str = "folder"  # folder | filelist | webdataset (DALI readers)
-    image_size: int = 224
-    val_resize: int = 256
-    min_area: float = 0.08  # random-resized-crop area range [min_area, 1]
-    workers: int = 4  # loader worker processes / DALI threads per process
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # on 0..1 pixels
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    per_class: int = 0  # use at most this many train images per class (0 = all; for quick runs)
-    val_per_class: int = 0
-    demo_dir: str = ".data/fashion_mnist_jpeg"  # where the demo JPEG tree is written once
-    hw_decoder_load: float = 0.65  # DALI on GPU: share of JPEGs sent to the hardware decoder (A100/H100)
+def _empty_or_three(values: list) -> list:
+    if len(values) not in (0, 3):
+        raise ValueError("must be 3 numbers (R, G, B) or [] (the architecture's own)")
+    return values
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 256  # global: split evenly over processes
-    lr: float = 0.1  # per 256 images (scaled by batch_size / 256)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4  # not on biases, norm layers or method scalars
-    sched: str = "step"  # step | cosine
-    decay_epochs: list[int] = field(default_factory=lambda: [30, 60, 90])
-    decay_rate: float = 0.1
-    warmup_epochs: float = 0.0
-    warmup_lr: float = 1e-5
-    min_lr: float = 0.0
-    ce_weight: float = 1.0  # gamma
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
-    compile: str = "auto"  # auto (on where CUDA is present) | on | off
-    compile_backend: str = "inductor"
-    seed: int = 0
-    steps_per_epoch: int = 0  # cap the steps of an epoch (0 = the whole epoch; for smoke runs)
-    log_every: int = 20
-    output_dir: str = "runs"
-    name: str = ""  # run folder name ('' = derived from method and archs)
-    keep_checkpoints: int = 3
-    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = per epoch only)
-    skip_nonfinite: bool = False
-    dist_timeout_s: int = 600  # a collective waiting longer (a dead or hung rank) raises instead of hanging
+def _timm_model(name: str) -> str:
+    import timm  # lazily: `--help` and plain Config() need no timm
+
+    if ":" not in name and not timm.is_model(name):  # 'hf-hub:...' / 'local-dir:...' are timm's to check
+        raise ValueError("must be a timm architecture (see timm.list_models())")
+    return name
 
 
-@dataclass
-class KDConfig:
-    weight: float = 1.0
-    temperature: float = 4.0
+Unit = Annotated[float, Field(ge=0, le=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+RGBMean = Annotated[list[Unit], Field(min_length=3, max_length=3)]
+RGBStd = Annotated[list[PositiveFloat], Field(min_length=3, max_length=3)]
+Arch = Annotated[str, AfterValidator(_timm_model)]
 
 
-@dataclass
-class DKDConfig:
-    weight: float = 1.0
-    temperature: float = 4.0
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-@dataclass
-class ICDConfig:
-    weight: float = 1.0  # beta
-    alpha: float = 0.5  # invariance weight
-    dim: int = 128
-    init_log_scale: float = 1.0  # tau
-    init_bias: float = 0.0  # b
-    max_scale: float = 10.0
-    negatives: str = "local"  # local (official: this process's batch) | global (ICD on all processes' batch)
+# ---- the sections ------------------------------------------------------------------------------
+class ModelConfig(Section):
+    arch: Arch = Field("resnet18", description="timm architecture name")
+    checkpoint: str = Field("", description="local weights: .safetensors or a torch state dict ('' = random init)")
+    pretrained: bool = Field(False, description="timm hub weights (needs the network)")
+    train_if_missing: bool = Field(False, description="teacher only: train it with `--method none` when `checkpoint` is absent")
+    train_epochs: int = Field(0, ge=0, description="epochs for that teacher run (0 = train.epochs)")
+    mean: Annotated[list[Unit], AfterValidator(_empty_or_three)] = Field(
+        [], description="input mean the weights were trained with, on 0..1 pixels ([] = the arch's pretrained_cfg)")
+    std: Annotated[list[PositiveFloat], AfterValidator(_empty_or_three)] = Field(
+        [], description="input std the weights were trained with ([] = the arch's pretrained_cfg)")
 
 
-@dataclass
-class CCDConfig:
-    weight: float = 0.0  # beta; 0 = 25.6 / d_t
-    theta: float = 2.0
-    eps: float = 1e-5
+class DataConfig(Section):
+    root: str = Field("", description="dataset root with train/ and val/ ('' = the embedded demo data)")
+    backend: Literal["dali", "torch", "auto"] = Field("auto", description="loader (auto: DALI where installed)")
+    format: Literal["folder", "filelist", "webdataset"] = Field("folder", description="dataset layout (both backends)")
+    image_size: int = Field(224, ge=1, description="train crop and val centre crop, pixels")
+    val_resize: int = Field(256, ge=1, description="val: shorter side resized to this before the crop (>= image_size)")
+    min_area: float = Field(0.08, gt=0, le=1, description="random-resized-crop area range [min_area, 1]")
+    workers: int = Field(4, ge=0, description="loader worker processes / DALI threads per process")
+    mean: RGBMean = Field([0.485, 0.456, 0.406], description="loader normalisation mean, on 0..1 pixels")
+    std: RGBStd = Field([0.229, 0.224, 0.225], description="loader normalisation std, on 0..1 pixels")
+    per_class: int = Field(0, ge=0, description="use at most this many train images per class (0 = all)")
+    val_per_class: int = Field(0, ge=0, description="the same for val (0 = all)")
+    demo_dir: str = Field(".data/fashion_mnist_jpeg", description="where the demo JPEG tree is written once")
+    hw_decoder_load: float = Field(0.65, ge=0, le=1, description="DALI on GPU: share of JPEGs sent to the hardware decoder")
+    real_labels: str = Field("", description="ImageNet-ReaL top-1 on val: 'timm' (labels shipped with timm), a real.json path, or '' (off)")
 
 
-@dataclass
-class SLKDConfig:
-    alpha: float = 0.1
-    temperature: float = 4.0
-    rho: float = 0.5
-    lam: float = 1.0
-    eta: float = 3.0
-    detach: bool = True  # eq. 3 of the paper; false reproduces the public code
+class TrainConfig(Section):
+    epochs: int = Field(100, ge=1, description="training epochs")
+    batch_size: int = Field(256, ge=1, description="global batch (images): split evenly over processes")
+    lr: float = Field(0.1, gt=0, description="learning rate per 256 images (scaled by batch_size / 256)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(1e-4, ge=0, description="not on biases, norm layers or method scalars")
+    sched: Literal["step", "cosine"] = Field("step", description="learning-rate schedule, stepped per update")
+    decay_epochs: Annotated[list[Annotated[int, Field(ge=1)]], AfterValidator(_increasing)] = Field(
+        [30, 60, 90], description="step schedule: increasing epochs at which lr is multiplied by decay_rate")
+    decay_rate: float = Field(0.1, gt=0, le=1, description="step schedule: lr factor at each decay epoch")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from warmup_lr (fractions allowed)")
+    warmup_lr: float = Field(1e-5, ge=0, description="learning rate at the start of the warm-up")
+    min_lr: float = Field(0.0, ge=0, description="cosine schedule: final learning rate")
+    ce_weight: float = Field(1.0, ge=0, description="gamma: weight of the student's cross-entropy")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile (auto: on where CUDA is present)")
+    compile_backend: str = Field("inductor", min_length=1, description="torch.compile backend")
+    seed: int = Field(0, ge=0, description="initial weights, sample order and augmentation")
+    steps_per_epoch: int = Field(0, ge=0, description="cap the steps of an epoch (0 = the whole epoch; smoke runs)")
+    log_every: int = Field(20, ge=1, description="log the training losses every N steps")
+    output_dir: str = Field("runs", min_length=1, description="runs are written to output_dir/name")
+    name: str = Field("", description="run folder name ('' = method-teacher-student)")
+    keep_checkpoints: int = Field(3, ge=1, description="newest complete checkpoints kept")
+    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps inside an epoch (0 = per epoch only)")
+    skip_nonfinite: bool = Field(False, description="skip a step with a non-finite loss instead of stopping")
+    dist_timeout_s: int = Field(600, ge=1, description="a collective waiting longer (a dead or hung rank) raises instead of hanging")
 
 
-@dataclass
-class CRDConfig:
-    weight: float = 0.8
-    dim: int = 128
-    nce_k: int = 16384  # negatives per sample, drawn uniformly with replacement (official), so K >= N works
-    nce_t: float = 0.07
-    momentum: float = 0.5  # memory bank update
+class KDConfig(Section):
+    weight: float = Field(1.0, ge=0, description="weight of T^2 KL(p_t^T || p_s^T)")
+    temperature: float = Field(4.0, gt=0, description="T")
 
 
-@dataclass
-class Config:
-    method: str = "kd"
-    teacher: ModelConfig = field(default_factory=lambda: ModelConfig(arch="resnet34"))
-    student: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    kd: KDConfig = field(default_factory=KDConfig)
-    dkd: DKDConfig = field(default_factory=DKDConfig)
-    icd: ICDConfig = field(default_factory=ICDConfig)
-    ccd: CCDConfig = field(default_factory=CCDConfig)
-    slkd: SLKDConfig = field(default_factory=SLKDConfig)
-    crd: CRDConfig = field(default_factory=CRDConfig)
+class DKDConfig(Section):
+    weight: float = Field(1.0, ge=0, description="weight of the difference-KD term")
+    temperature: float = Field(4.0, gt=0, description="T")
 
 
-CHOICES = {
-    "data.backend": ("dali", "torch", "auto"),
-    "data.format": ("folder", "filelist", "webdataset"),
-    "train.sched": ("step", "cosine"),
-    "train.precision": ("auto", "bf16", "fp32"),
-    "train.compile": ("auto", "on", "off"),
-    "icd.negatives": ("local", "global"),
-}
+class ICDConfig(Section):
+    weight: float = Field(1.0, ge=0, description="beta")
+    alpha: float = Field(0.5, ge=0, description="invariance weight")
+    dim: int = Field(128, ge=1, description="embedding width of the heads")
+    init_log_scale: float = Field(1.0, description="tau: initial log scale")
+    init_bias: float = Field(0.0, description="b: initial bias")
+    max_scale: float = Field(10.0, gt=0, description="upper bound of the learnable scale")
+    negatives: Literal["local", "global"] = Field("local", description="local (official: this process's batch) | global (all processes' batch)")
 
 
-def _check_value(key: str, value, annotation, source: str):
-    """Return `value` as the field's type, or raise naming the key."""
-    origin = typing.get_origin(annotation)
-    if origin is list:
-        (item_type,) = typing.get_args(annotation)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{source}: '{key}' must be a list of {item_type.__name__}, got {value!r}")
-        return [_check_value(f"{key}[{i}]", v, item_type, source) for i, v in enumerate(value)]
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is str and isinstance(value, bool) and "on" in CHOICES.get(key, ()):
-        value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
-    if annotation is float and isinstance(value, str):
-        try:  # PyYAML reads '1e-4' (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
-    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise ConfigError(f"{source}: '{key}' must be {annotation.__name__}, got {value!r} ({type(value).__name__})")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{source}: '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
-    return value
+class CCDConfig(Section):
+    weight: float = Field(0.0, ge=0, description="beta (0 = 25.6 / d_t)")
+    theta: float = Field(2.0, ge=0, description="weight of the off-diagonal correlations")
+    eps: float = Field(1e-5, gt=0, description="variance floor of the standardisation")
 
 
-def _fields(cls) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
+class SLKDConfig(Section):
+    alpha: float = Field(0.1, ge=0, le=1, description="CE share in each KD pair: alpha*CE + (1-alpha)*KD")
+    temperature: float = Field(4.0, gt=0, description="T")
+    rho: float = Field(0.5, ge=0, le=1, description="fusion of the two self-learning teachers' logits")
+    lam: float = Field(1.0, ge=0, description="lambda: weight of the teacher pair")
+    eta: float = Field(3.0, ge=0, description="weight of the self-learning pair")
+    detach: bool = Field(True, description="eq. 3 of the paper; false reproduces the public code")
 
 
-def apply(cfg, updates: dict, source: str, prefix: str = ""):
-    """Merge a nested dict into the dataclass `cfg` in place, checking every key and type."""
-    hints = typing.get_type_hints(type(cfg))
-    fields = _fields(type(cfg))
+class CRDConfig(Section):
+    weight: float = Field(0.8, ge=0, description="weight of the NCE loss")
+    dim: int = Field(128, ge=1, description="embedding width")
+    nce_k: int = Field(16384, ge=1, description="negatives per sample, drawn uniformly with replacement")
+    nce_t: float = Field(0.07, gt=0, description="NCE temperature")
+    momentum: float = Field(0.5, ge=0, le=1, description="memory bank update")
+
+
+def _method(spec: str) -> str:
+    from pipeline.methods import parse_method  # lazily: the methods import this module
+
+    try:
+        parse_method(spec)
+    except ValueError as e:  # its message names the terms and the choices
+        raise ValueError(f"must be valid: {str(e).replace(f' in --method {spec!r}', '')}") from None
+    return spec
+
+
+class Config(Section):
+    method: Annotated[str, AfterValidator(_method)] = Field("kd", description="'+'-joined method terms, e.g. icd+kd")
+    teacher: ModelConfig = Field(default_factory=lambda: ModelConfig(arch="resnet34"), description="the frozen teacher")
+    student: ModelConfig = Field(default_factory=ModelConfig, description="the trained student")
+    data: DataConfig = Field(default_factory=DataConfig, description="dataset and loaders")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation, schedule, runs")
+    kd: KDConfig = Field(default_factory=KDConfig, description="Hinton KD")
+    dkd: DKDConfig = Field(default_factory=DKDConfig, description="difference KD between two views")
+    icd: ICDConfig = Field(default_factory=ICDConfig, description="ICD")
+    ccd: CCDConfig = Field(default_factory=CCDConfig, description="CCD")
+    slkd: SLKDConfig = Field(default_factory=SLKDConfig, description="SLKD")
+    crd: CRDConfig = Field(default_factory=CRDConfig, description="CRD")
+
+
+def cross_checks(cfg: Config) -> list[tuple[str, str, object]]:
+    """(key, 'must be ...', got) for rules between keys. A step milestone or a warm-up beyond train.epochs is
+    allowed: a smoke run shortens epochs without editing the recipe's schedule."""
+    d = cfg.data
+    problems = []
+    if d.val_resize < d.image_size:
+        problems.append(("data.val_resize", f"at least data.image_size ({d.image_size})", d.val_resize))
+    if d.real_labels and d.format == "webdataset":
+        problems.append(("data.real_labels", "'' with data.format webdataset (the shards keep no file names)",
+                         d.real_labels))
+    return problems
+
+
+# ---- YAML, validation, errors ------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 scalars: only true/false are booleans (YAML 1.1 also reads on/off/yes/no, so `compile: off`
+    would be a boolean) and 1e-4 is a float (YAML 1.1 wants a dot)."""
+
+
+_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
+                                   for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver(_FLOAT, re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+)$"
+    r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"), list("-+0123456789."))
+
+
+def parse_value(text: str):
+    """A command-line value as a YAML scalar or list: `0.1`, `1e-4`, `true`, `[30, 60]`."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _key(loc: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _section_keys(loc: tuple) -> list[str]:
+    model = Config
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return list(model.model_fields)
+
+
+def describe_error(error: dict, source: str) -> str:
+    """One pydantic error as one line: `<source>: '<key>' must be ..., got <value>`."""
+    loc, kind = error["loc"], error["type"]
+    key = _key(loc)
+    if kind == "extra_forbidden":
+        return f"{source}: unknown config key '{key}' (choices: {', '.join(_section_keys(loc[:-1]))})"
+    if kind == "model_type":
+        return f"{source}: '{key}' is a section: give it a mapping of its keys, got {error['input']!r}"
+    ctx = error.get("ctx") or {}
+    if kind == "literal_error":
+        must = f"one of {ctx['expected']}"
+    elif kind in ("too_short", "too_long"):
+        must = (f"a list of {ctx['min_length']} items" if ctx.get("min_length") == ctx.get("max_length")
+                else f"a list of at {'least' if kind == 'too_short' else 'most'} "
+                     f"{ctx.get('min_length', ctx.get('max_length'))} items")
+        if key.endswith(("mean", "std")):
+            must = "a list of 3 numbers (R, G, B)"
+    else:
+        must = re.sub(r"^(Input should be |Value error, (must be )?)", "", error["msg"])
+        must = {"a valid number": "a number", "a valid integer": "an integer", "a valid boolean": "true or false",
+                "a valid string": "a string (quote it in YAML)", "a valid list": "a list, e.g. [1, 2]"}.get(must, must)
+    return f"{source}: '{key}' must be {must}, got {error['input']!r}"
+
+
+def _validate(data: dict, source: str) -> Config:
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors()
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise ConfigError(describe_error(errors[0], source) + more) from None
+    for key, must, got in cross_checks(cfg):
+        raise ConfigError(f"{source}: '{key}' must be {must}, got {got!r}")
+    return cfg
+
+
+def _merge(base: dict, updates: dict) -> dict:
+    out = dict(base)
     for key, value in updates.items():
-        dotted = f"{prefix}{key}"
-        if key not in fields:
-            raise ConfigError(f"{source}: unknown config key '{dotted}' (choices: {', '.join(fields)})")
-        current = getattr(cfg, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: '{dotted}' is a section; give it a mapping, got {value!r}")
-            apply(current, value, source, prefix=f"{dotted}.")
+        if isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = _merge(out[key], value)
         else:
-            setattr(cfg, key, _check_value(dotted, value, hints[key], source))
+            out[key] = value
+    return out
+
+
+def apply(cfg: Config, updates: dict, source: str) -> Config:
+    """Merge a nested dict into `cfg` in place, validating every key and value (errors name `source`)."""
+    new = _validate(_merge(cfg.model_dump(), updates), source)
+    for name in type(cfg).model_fields:
+        setattr(cfg, name, getattr(new, name))
     return cfg
 
 
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        raise MissingInputError(f"config file not found: {path}")
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return data
 
 
-def flat_keys(cfg, prefix: str = "") -> dict[str, object]:
-    """{'train.lr': <annotation>, ...} for every leaf key."""
-    out = {}
-    hints = typing.get_type_hints(type(cfg))
-    for name in _fields(type(cfg)):
-        value = getattr(cfg, name)
-        if dataclasses.is_dataclass(value):
-            out.update(flat_keys(value, f"{prefix}{name}."))
-        else:
-            out[f"{prefix}{name}"] = hints[name]
-    return out
+def to_dict(cfg: Config) -> dict:
+    return cfg.model_dump()
 
 
 def nest(dotted: dict[str, object]) -> dict:
@@ -230,33 +313,87 @@ def nest(dotted: dict[str, object]) -> dict:
     return out
 
 
-def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+# ---- the command line --------------------------------------------------------------------------
+def keys(model: type[BaseModel] = Config, prefix: str = "") -> dict[str, tuple[str, object]]:
+    """{'train.lr': (section, FieldInfo), ...} for every leaf key, in declaration order."""
+    out = {}
+    for name, info in model.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            out.update(keys(info.annotation, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = (prefix.rstrip(".") or "general", info)
+    return out
+
+
+def _bounds(metadata) -> list[str]:
+    symbols = {annotated_types.Gt: (">", "gt"), annotated_types.Ge: (">=", "ge"),
+               annotated_types.Lt: ("<", "lt"), annotated_types.Le: ("<=", "le")}
+    out = []
+    for m in metadata:
+        for cls, (symbol, attr) in symbols.items():
+            if isinstance(m, cls):
+                out.append(f"{symbol}{getattr(m, attr)}")
+        if isinstance(m, annotated_types.MinLen) and m.min_length:
+            out.append(f"{m.min_length} items" if m.min_length > 1 else "non-empty")
+    return out
+
+
+def _type_text(annotation, metadata=()) -> str:
+    """'FLOAT(>0)', '{step,cosine}', '[INT(>=1), ...]' for --help."""
+    bounds = list(_bounds(metadata))
+    while typing.get_origin(annotation) is Annotated:
+        annotation, *extra = typing.get_args(annotation)
+        bounds += _bounds(m for e in extra for m in getattr(e, "metadata", [e]))
+    if typing.get_origin(annotation) is Literal:
+        return "{" + ",".join(typing.get_args(annotation)) + "}"
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        inner = _type_text(item)
+        return f"[{inner}, ...]" + (f"({','.join(bounds)})" if bounds else "")
+    return annotation.__name__.upper() + (f"({','.join(bounds)})" if bounds else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Distil a timm teacher into a timm student. Every config key is also a flag: --train.lr 0.2",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML recipe")
+        usage="%(prog)s [-h] [--config YAML] [--resume auto|PATH] [--section.key VALUE ...]",
+        description="Distil a timm teacher into a timm student. Every config key is a YAML entry "
+                    "(section: {key: value}) and a flag (--section.key VALUE, parsed as YAML: --train.decay_epochs "
+                    "[30,60]). Precedence: defaults < --config recipe < flags.")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML recipe (default: configs/demo.yaml)")
     parser.add_argument("--resume", default="", help="'auto' (newest complete checkpoint of the run) or a checkpoint path")
-    for key in flat_keys(Config()):
-        # Values are parsed as YAML scalars (so `--train.decay_epochs [30,60]` works) and type-checked later.
-        parser.add_argument(f"--{key}", dest=key, default=None, metavar="VALUE", help=argparse.SUPPRESS if key != "method" else "terms joined by '+', e.g. icd+kd")
+    defaults = Config()
+    groups = {}
+    for key, (section, info) in keys().items():
+        if section not in groups:
+            about = Config.model_fields[section].description if section in Config.model_fields else "top level"
+            groups[section] = parser.add_argument_group(f"{section} ({about})")
+        default = defaults
+        for part in key.split("."):
+            default = getattr(default, part)
+        help_text = f"{info.description} [default: {default!r}]".replace("%", "%%")
+        groups[section].add_argument(f"--{key}", dest=key, default=None, help=help_text,
+                                     metavar=_type_text(info.annotation, info.metadata))
     return parser
 
 
+def _keeps_text(annotation) -> bool:
+    """Strings and string choices take the flag's text as typed (YAML would make `--train.name 1` an int)."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation is str or typing.get_origin(annotation) is Literal
+
+
 def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
-    """Defaults <- YAML recipe <- command-line overrides."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    cfg = Config()
-    apply(cfg, load_yaml(args.config), source=str(args.config))
+    """Defaults <- YAML recipe <- command-line flags, validated after each layer (errors name the layer)."""
+    args = build_parser().parse_args(argv)
+    cfg = apply(Config(), load_yaml(args.config), source=str(args.config))
     overrides = {}
-    for key, annotation in flat_keys(cfg).items():
+    for key, (_, info) in keys().items():
         raw = getattr(args, key)
-        if raw is not None:  # a string key keeps the text as typed (YAML would read 'off' as false)
-            overrides[key] = raw if annotation is str or raw == "" else yaml.safe_load(raw)
+        if raw is not None:
+            try:
+                overrides[key] = raw if _keeps_text(info.annotation) or raw == "" else parse_value(raw)
+            except yaml.YAMLError:
+                overrides[key] = raw  # not YAML: the type check names the key and the text
     apply(cfg, nest(overrides), source="command line")
     return cfg, args

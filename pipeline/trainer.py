@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -31,8 +30,10 @@ from pipeline import checkpoint
 from pipeline.config import Config, to_dict
 from pipeline.data import build_loaders
 from pipeline.distiller import Distiller
+from pipeline.errors import BadInputError, MissingInputError
+from pipeline.metrics import count_hits, real_label_table
 from pipeline.methods import METHODS, MethodContext, NetOutput, build_methods, parse_method
-from pipeline.models import Network, create_network, freeze
+from pipeline.models import Network, create_network, freeze, save_timm_folder, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(BadInputError):
     """The checkpoint belongs to another experiment (e.g. another --method): never fall back silently."""
 
 
@@ -63,6 +64,7 @@ class Trainer:
         set_seed(cfg.train.seed)  # same initial weights on every process (DDP also broadcasts them)
         self.run_dir = self.create_run_dir()
         self.train_loader, self.val_loader = self.create_loaders()
+        self.real_labels = self.create_real_labels()
         self.teacher = self.create_teacher() if self.needs_teacher else None
         self.model = self.create_distiller()
         self.optimizer = self.create_optimizer()
@@ -100,7 +102,8 @@ class Trainer:
     def create_loaders(self):
         world = self.accelerator.num_processes
         if self.cfg.train.batch_size % world:
-            raise ValueError(f"train.batch_size {self.cfg.train.batch_size} is not divisible by {world} processes")
+            raise BadInputError(f"train.batch_size {self.cfg.train.batch_size} is not divisible by {world} processes: "
+                                f"use a multiple of {world}")
         self.batch_per_process = self.cfg.train.batch_size // world
         with self.accelerator.main_process_first():  # the demo data is written once, by rank 0
             train, val = build_loaders(
@@ -112,12 +115,20 @@ class Trainer:
             train.limit_steps(self.steps_per_epoch)  # the loader prepares no batch the epoch will not use
         return train, val
 
+    def create_real_labels(self) -> torch.Tensor | None:
+        """ImageNet-ReaL label sets of the val samples (data.real_labels), on the device; None when off."""
+        if not self.cfg.data.real_labels:
+            return None
+        source = getattr(self.val_loader, "listing", None) or self.val_loader.source  # torchvision | DALI loader
+        table = real_label_table(self.cfg.data.real_labels, source.files, self.val_loader.num_classes)
+        return table.to(self.accelerator.device)
+
     def create_network(self, model_cfg) -> Network:
         return create_network(model_cfg, self.train_loader.num_classes, self.cfg.data.mean, self.cfg.data.std)
 
     def create_teacher(self) -> Network:
         if not (self.cfg.teacher.checkpoint or self.cfg.teacher.pretrained):
-            raise ValueError("the method needs a teacher: set teacher.checkpoint (a local .safetensors or state "
+            raise BadInputError("the method needs a teacher: set teacher.checkpoint (a local .safetensors or state "
                              "dict) or teacher.pretrained, or set teacher.train_if_missing to train one first")
         teacher = freeze(self.create_network(self.cfg.teacher)).to(self.accelerator.device)
         if self.accelerator.device.type == "cuda":
@@ -186,6 +197,7 @@ class Trainer:
                    "skipped_steps": self.skipped_steps, **(self.history[-1] if self.history else {})}
         if self.accelerator.is_main_process:
             self.export_student(self.run_dir / "student.safetensors")
+            self.export_student(self.run_dir / "student")
             self.writer.close()
         self.accelerator.print("SUMMARY " + json.dumps(summary))
         return summary
@@ -268,8 +280,9 @@ class Trainer:
             networks["teacher"] = self.teacher  # frozen: evaluated once
         for net in networks.values():
             net.eval()
-        counts = torch.zeros(len(networks), 2, device=self.accelerator.device)  # (top1, top5) per network
-        seen = torch.zeros((), device=self.accelerator.device)
+        # per network: (top1, top5, ReaL top-1, images with ReaL labels) hits among the valid samples
+        counts = torch.zeros(len(networks), 4, dtype=torch.int64, device=self.accelerator.device)
+        seen = torch.zeros((), dtype=torch.int64, device=self.accelerator.device)
         self.val_loader.set_epoch(0)
         for batch in self.val_loader:
             images = batch["images"] if "images" in batch else batch["views"][0]
@@ -278,12 +291,10 @@ class Trainer:
                 images = images.contiguous(memory_format=torch.channels_last)
             seen += valid.sum()
             with self.accelerator.autocast():
+                real = self.real_labels[batch["index"]] if self.real_labels is not None else None
                 for i, net in enumerate(networks.values()):
                     logits, _ = net(images)
-                    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-                    hit = top5 == labels[:, None]
-                    counts[i, 0] += (hit[:, 0] & valid).sum()
-                    counts[i, 1] += (hit.any(dim=1) & valid).sum()
+                    counts[i] += count_hits(logits, labels, valid, real)
         counts = self.accelerator.reduce(counts, "sum")
         seen = self.accelerator.reduce(seen, "sum")
         self.model.train()
@@ -293,8 +304,12 @@ class Trainer:
         for i, name in enumerate(networks):
             metrics[f"{name}_top1"] = 100 * counts[i, 0].item() / seen.item()
             metrics[f"{name}_top5"] = 100 * counts[i, 1].item() / seen.item()
+            if self.real_labels is not None:
+                metrics[f"{name}_real_top1"] = 100 * counts[i, 2].item() / max(1, counts[i, 3].item())
         if self.teacher is not None and "teacher_top1" not in metrics and self.history:
             metrics["teacher_top1"] = self.history[-1].get("teacher_top1")
+            if self.real_labels is not None:
+                metrics["teacher_real_top1"] = self.history[-1].get("teacher_real_top1")
         self.history.append(metrics)
         return metrics
 
@@ -335,7 +350,7 @@ class Trainer:
         else:
             candidates = [Path(resume)]
             if not checkpoint.is_complete(candidates[0]):
-                raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint (no {checkpoint.COMPLETE} "
+                raise MissingInputError(f"--resume {resume}: not a complete checkpoint (no {checkpoint.COMPLETE} "
                                         "manifest, or a file is missing or truncated)")
         for path in candidates:
             error = None
@@ -409,10 +424,10 @@ class Trainer:
                                             for k, v in metrics.items()))
 
     def export_student(self, path: Path):
-        """The bare timm student weights: `timm.create_model(arch, num_classes=...)` loads them."""
-        from safetensors.torch import save_file
-
+        """`*.safetensors`: the bare timm weights (`timm.create_model(arch, num_classes=...)` loads them);
+        otherwise a timm-native folder (`timm.create_model("local-dir:PATH", pretrained=True)`). Atomic."""
         student = self.accelerator.unwrap_model(self.model).student.model
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, str(tmp))
-        os.replace(tmp, path)
+        if path.suffix == ".safetensors":
+            save_weights(student, path)
+        else:
+            save_timm_folder(student, path, self.cfg.data.image_size, self.cfg.data.val_resize)

@@ -91,6 +91,7 @@ def test_metrics_file_has_train_and_eval_lines(tmp_path, tiny_teacher, demo_root
     assert {"images_per_s", "lr", "loss/ce"} <= set(lines[0])
     assert "teacher_top1" not in lines[-1]  # `none` builds no teacher
     assert (trainer.run_dir / "student.safetensors").is_file()
+    assert timm.create_model(f"local-dir:{trainer.run_dir / 'student'}", pretrained=True).num_classes == 10
 
 
 def test_loader_workers_leave_the_trainer_process_group(demo_root):

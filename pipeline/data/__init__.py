@@ -17,8 +17,11 @@ import torch
 
 from pipeline.config import DataConfig
 from pipeline.data.demo import prepare_demo_data
-from pipeline.data.folder import list_image_folder
+from pipeline.data.filelist import read_file_lists
+from pipeline.data.folder import FolderListing, list_image_folder
 from pipeline.data.torch_loader import TorchLoader
+from pipeline.data.webdataset import Shards, list_shards
+from pipeline.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +31,22 @@ def dataset_root(cfg: DataConfig) -> Path:
     return Path(cfg.root) if cfg.root else prepare_demo_data(cfg.demo_dir)
 
 
+def dataset_sources(cfg: DataConfig, root: Path) -> tuple[FolderListing | Shards, FolderListing | Shards]:
+    """(train, val) samples of `data.format`, the same for both backends."""
+    if cfg.format == "folder":
+        return list_image_folder(root / "train", cfg.per_class), list_image_folder(root / "val", cfg.val_per_class)
+    if cfg.format == "filelist":
+        return read_file_lists(root, cfg.per_class, cfg.val_per_class)
+    if cfg.per_class or cfg.val_per_class:
+        raise BadInputError("data.per_class / data.val_per_class need data.format folder or filelist "
+                            "(shards are fixed): set them to 0")
+    return list_shards(root / "train"), list_shards(root / "val")
+
+
 def resolve_backend(cfg: DataConfig) -> str:
     dali_installed = importlib.util.find_spec("nvidia.dali") is not None
     if cfg.backend == "dali" and not dali_installed:
-        raise RuntimeError("data.backend is 'dali' but nvidia-dali is not installed (pip install nvidia-dali-cuda130)")
+        raise BadInputError("data.backend is 'dali' but nvidia-dali is not installed (pip install nvidia-dali-cuda130)")
     if cfg.backend == "auto" and not dali_installed:
         log.warning("FALLBACK: NVIDIA DALI is not installed; using the torchvision DataLoader (CPU decode)")
         return "torch"
@@ -50,11 +65,15 @@ def build_loaders(cfg: DataConfig, *, batch_size: int, views: int, seed: int, ra
         from pipeline.data.dali import build_dali_loaders
 
         return build_dali_loaders(cfg, root, views=views, **common)
-    train = TorchLoader(list_image_folder(root / "train", cfg.per_class), train=True, views=views, **common)
-    val = TorchLoader(list_image_folder(root / "val", cfg.val_per_class), train=False, views=1, **common)
+    train_src, val_src = dataset_sources(cfg, root)
+    for src in (train_src, val_src):
+        if isinstance(src, Shards):
+            src.offsets  # parse the index files once, here: the loader workers fork with the table
+    train = TorchLoader(train_src, train=True, views=views, **common)
+    val = TorchLoader(val_src, train=False, views=1, **common)
     if train.num_classes != val.num_classes:
-        raise ValueError(f"{root}: train has {train.num_classes} classes but val has {val.num_classes}")
+        raise BadInputError(f"{root}: train has {train.num_classes} classes but val has {val.num_classes}")
     if len(train) == 0:
-        raise ValueError(f"{root / 'train'}: {len(train.listing)} images are fewer than one batch of "
+        raise BadInputError(f"{root / 'train'}: {len(train.listing)} images are fewer than one batch of "
                          f"{batch_size} per process on {world} processes; lower train.batch_size")
     return train, val

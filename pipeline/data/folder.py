@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import MissingInputError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -26,15 +28,22 @@ class FolderListing:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def load(self, i: int) -> tuple[Path, int, int]:
+        """Sample i: (image file, class, dataset index), as `webdataset.Shards.load` gives a tar's sample."""
+        return self.root / self.files[i], self.labels[i], i
+
+    def describe(self, i: int) -> str:
+        return str(self.root / self.files[i])
+
 
 def list_image_folder(root: str | Path, per_class: int = 0) -> FolderListing:
     """List `root/<class>/*`; `per_class` > 0 keeps the first that many files of each class."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {root} (expected <root>/<class>/<image files>)")
+        raise MissingInputError(f"dataset folder not found: {root} (expected <root>/<class>/<image files>)")
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
     if not classes:
-        raise FileNotFoundError(f"no class folders in {root} (expected <root>/<class>/<image files>)")
+        raise MissingInputError(f"no class folders in {root} (expected <root>/<class>/<image files>)")
     files, labels = [], []
     for label, name in enumerate(classes):
         names = sorted(f for f in os.listdir(root / name) if f.lower().endswith(IMAGE_EXTENSIONS))
@@ -43,5 +52,5 @@ def list_image_folder(root: str | Path, per_class: int = 0) -> FolderListing:
         files += [f"{name}/{f}" for f in names]
         labels += [label] * len(names)
     if not files:
-        raise FileNotFoundError(f"no image files under {root} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
+        raise MissingInputError(f"no image files under {root} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
     return FolderListing(root, classes, files, labels)

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision import transforms
 
 from pipeline.data.folder import FolderListing
+from pipeline.data.webdataset import Shards
 from pipeline.data.sharding import train_indices, val_indices
 
 
@@ -25,13 +26,14 @@ def build_transform(train: bool, image_size: int, val_resize: int, min_area: flo
 
 
 class ImageFiles(Dataset):
-    """(sample i, epoch) -> (views, class label, i); each view is an independent transform of one decode.
+    """(sample i, epoch) -> (views, class label, dataset index); each view is an independent transform of one
+    decode. Sample i is the listing's i-th file, or the i-th sample of the tars (its index is the tar's).
 
     The augmentation is seeded by (seed, epoch, i), so it does not depend on which worker reads the
     sample: a resumed run sees exactly the crops an uninterrupted one would.
     """
 
-    def __init__(self, listing: FolderListing, transform, views: int, seed: int):
+    def __init__(self, listing: FolderListing | Shards, transform, views: int, seed: int):
         self.listing, self.transform, self.views, self.seed = listing, transform, views, seed
 
     def __len__(self):
@@ -46,14 +48,14 @@ class ImageFiles(Dataset):
 
     def _load(self, index: int, epoch: int):
         torch.manual_seed(int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]))
-        path = self.listing.root / self.listing.files[index]
         try:
-            with Image.open(path) as img:
+            data, label, dataset_index = self.listing.load(index)
+            with Image.open(data) as img:
                 img = img.convert("RGB")
         except Exception as e:  # name the file: a silent skip would change the epoch
-            raise RuntimeError(f"cannot decode image {path}: {e}") from e
+            raise RuntimeError(f"cannot decode image {self.listing.describe(index)}: {e}") from e
         views = tuple(self.transform(img) for _ in range(self.views))
-        return views, self.listing.labels[index], index
+        return views, label, dataset_index
 
 
 def _leave_trainer_process_group(worker_id: int):
@@ -82,7 +84,7 @@ class _Batches:
 class TorchLoader:
     """Yields dict batches: views (list of B x 3 x H x W float, normalised), labels, index, valid."""
 
-    def __init__(self, listing: FolderListing, *, train: bool, batch_size: int, views: int, image_size: int,
+    def __init__(self, listing: FolderListing | Shards, *, train: bool, batch_size: int, views: int, image_size: int,
                  val_resize: int, min_area: float, mean, std, workers: int, seed: int, rank: int, world: int,
                  device: torch.device):
         self.listing, self.train, self.batch_size = listing, train, batch_size

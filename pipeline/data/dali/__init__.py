@@ -5,7 +5,7 @@ Readers (`data.format`):
               backends and CRD.
   filelist    `<root>/train.txt` and `<root>/val.txt`, lines `<path relative to root> <class>`; read the
               same way as folder.
-  webdataset  tar shards + DALI index files read by `fn.readers.webdataset` (layout: dali/webdataset.py).
+  webdataset  tar shards + DALI index files read by `fn.readers.webdataset` (layout: data/webdataset.py).
 
 Sample order (folder/filelist): an external source hands DALI each step's file names and indices from
 `sharding.train_indices` / `val_indices` (the torchvision loader's plans; exact by construction: same
@@ -73,9 +73,12 @@ import nvidia.dali
 import torch
 from nvidia.dali import Pipeline, fn, types
 
-from pipeline.data.dali.webdataset import COMPONENTS, Shards, list_shards, read_samples
-from pipeline.data.folder import FolderListing, list_image_folder
+from pipeline.data import dataset_sources
+from pipeline.data.filelist import read_file_lists  # noqa: F401  (moved; kept importable from here)
+from pipeline.data.folder import FolderListing
 from pipeline.data.sharding import train_indices, train_steps, val_indices
+from pipeline.data.webdataset import COMPONENTS, Shards, read_samples
+from pipeline.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,7 @@ def build_dali_loaders(cfg, root: Path, *, views: int, batch_size: int, image_si
     """Train loader (`views` views per image) and val loader (one view), as `data.build_loaders` expects."""
     if val_resize < image_size:
         raise ValueError(f"data.val_resize ({val_resize}) must be at least data.image_size ({image_size})")
-    train_src, val_src = _sources(cfg, Path(root))
+    train_src, val_src = dataset_sources(cfg, Path(root))
     common = dict(batch_size=batch_size, image_size=image_size, val_resize=val_resize, min_area=min_area,
                   mean=mean, std=std, threads=max(1, workers), seed=seed, rank=rank, world=world, device=device,
                   hw_decoder_load=cfg.hw_decoder_load)
@@ -104,51 +107,10 @@ def build_dali_loaders(cfg, root: Path, *, views: int, batch_size: int, image_si
     train = DaliLoader(train_src, train=True, views=views, **common)
     val = DaliLoader(val_src, train=False, views=1, **common)
     if train.num_classes != val.num_classes:
-        raise ValueError(f"{root}: train has {train.num_classes} classes but val has {val.num_classes}")
+        raise BadInputError(f"{root}: train has {train.num_classes} classes but val has {val.num_classes}")
     if len(train) == 0:
-        raise ValueError(f"{root}: {train.num_samples} train images are fewer than one batch of {batch_size} "
-                         f"per process on {world} processes; lower train.batch_size")
-    return train, val
-
-
-def _sources(cfg, root: Path) -> tuple[FolderListing | Shards, FolderListing | Shards]:
-    if cfg.format == "folder":
-        return list_image_folder(root / "train", cfg.per_class), list_image_folder(root / "val", cfg.val_per_class)
-    if cfg.format == "filelist":
-        return read_file_lists(root, cfg.per_class, cfg.val_per_class)
-    if cfg.per_class or cfg.val_per_class:
-        raise ValueError("data.per_class / data.val_per_class need format folder or filelist (shards are fixed)")
-    return list_shards(root / "train"), list_shards(root / "val")
-
-
-def read_file_lists(root: Path, per_class: int = 0, val_per_class: int = 0) -> tuple[FolderListing, FolderListing]:
-    """`<root>/train.txt` and `<root>/val.txt` (`<path relative to root> <class>` per line) as listings.
-
-    Classes are 0..max label over both lists; `per_class` keeps each class's first files, as for folders.
-    """
-    parsed = []
-    for name, keep in (("train.txt", per_class), ("val.txt", val_per_class)):
-        path = root / name
-        if not path.is_file():
-            raise FileNotFoundError(f"file list not found: {path} (lines: <path relative to {root}> <class>)")
-        files, labels, seen = [], [], {}
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                file, label = line.rsplit(maxsplit=1)
-                label = int(label)
-            except ValueError:
-                raise ValueError(f"{path}:{n}: expected '<path> <class>', got {line!r}") from None
-            seen[label] = seen.get(label, 0) + 1
-            if keep <= 0 or seen[label] <= keep:
-                files.append(file)
-                labels.append(label)
-        if not files:
-            raise ValueError(f"{path}: no samples")
-        parsed.append((files, labels))
-    classes = [str(c) for c in range(1 + max(max(labels) for _, labels in parsed))]
-    train, val = (FolderListing(root, classes, files, labels) for files, labels in parsed)
+        raise BadInputError(f"{root}: {train.num_samples} train images are fewer than one batch of {batch_size} "
+                            f"per process on {world} processes; lower train.batch_size")
     return train, val
 
 

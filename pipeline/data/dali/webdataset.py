@@ -1,98 +1,20 @@
-"""WebDataset tar shards for DALI's `fn.readers.webdataset`: the layout, a writer, and the listing.
-
-Layout (`data.format: webdataset`, `data.root` = ROOT):
-
-    ROOT/train/shard-00000.tar   ROOT/train/shard-00000.idx   ...   ROOT/train/classes.txt
-    ROOT/val/shard-00000.tar     ROOT/val/shard-00000.idx     ...   ROOT/val/classes.txt
-
-Each tar holds samples as consecutive members sharing a key (`<key>.<ext>`, the webdataset convention):
-  <key>.jpg    the original image file, bytes unchanged
-  <key>.index  the sample's dataset index, 8 bytes little-endian int64 (CRD keys its memory by it)
-  <key>.label  its class, 8 bytes little-endian int64
-Each `.idx` next to a tar is DALI's index for it (made by DALI's own `wds2idx` tool: a `v1.2 <samples>`
-header, then one line per sample with each component's extension, offset, size and name), so the
-reader starts without scanning the tars. `classes.txt` lists the class names, one per line, in label
-order. Dataset index i is the i-th file of the folder listing the shards were written from, so indices
-and classes agree with the folder/torchvision loaders.
+"""Write WebDataset tar shards + DALI index files (the layout and the DALI-free reader: pipeline/data/webdataset.py).
 
 The writer puts train samples in a seeded random order: DALI shuffles with a bounded buffer, which
 cannot mix a class-sorted shard. Make shards with
     python -m pipeline.data.dali SRC_ROOT DST_ROOT [--per-shard 1000]
+The index files come from DALI's own `wds2idx` tool (installed with nvidia-dali).
 """
 from __future__ import annotations
 
 import io
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.folder import FolderListing, list_image_folder
-
-COMPONENTS = ("jpg", "index", "label")  # what the reader returns, in this order
-
-
-@dataclass
-class Shards:
-    """One split's tars and DALI index files, with the counts the loaders need up front."""
-    root: Path
-    tars: list[Path]
-    indexes: list[Path]
-    sizes: list[int]  # samples per tar (from the index headers)
-    classes: list[str]
-
-    @property
-    def num_samples(self) -> int:
-        return sum(self.sizes)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-def list_shards(split_dir: str | Path) -> Shards:
-    split_dir = Path(split_dir)
-    tars = sorted(split_dir.glob("*.tar"))
-    if not tars:
-        raise FileNotFoundError(f"no .tar shards in {split_dir} (see pipeline/data/dali/webdataset.py for the layout)")
-    indexes = [t.with_suffix(".idx") for t in tars]
-    missing = [str(i) for i in indexes if not i.is_file()]
-    if missing:
-        raise FileNotFoundError(f"DALI index files missing (make them with `wds2idx TAR IDX`): {', '.join(missing)}")
-    sizes = []
-    for idx in indexes:
-        with open(idx) as f:
-            version, count = f.readline().split()
-        sizes.append(int(count))
-    classes_file = split_dir / "classes.txt"
-    if not classes_file.is_file():
-        raise FileNotFoundError(f"{classes_file} missing: one class name per line, in label order")
-    classes = classes_file.read_text().splitlines()
-    return Shards(split_dir, tars, indexes, sizes, classes)
-
-
-def read_samples(tars: list[Path], indexes: list[Path], start: int, stop: int):
-    """Samples start..stop-1 of the tars taken in this order, via the DALI index offsets:
-    ("<tar>:<image member>", {extension: bytes})."""
-    position = 0
-    for tar, index in zip(tars, indexes):
-        lines = Path(index).read_text().splitlines()[1:]
-        if position + len(lines) <= start:
-            position += len(lines)
-            continue
-        with open(tar, "rb") as f:
-            for line in lines:
-                if position >= stop:
-                    return
-                if position >= start:
-                    fields = line.split()  # (extension, offset, size, member name) per component
-                    parts, names = {}, {}
-                    for ext, offset, size, name in zip(*[iter(fields)] * 4):
-                        f.seek(int(offset))
-                        parts[ext], names[ext] = f.read(int(size)), name
-                    yield f"{tar}:{names.get('jpg', fields[3])}", parts
-                position += 1
+from pipeline.data.webdataset import COMPONENTS, Shards, list_shards, read_samples  # noqa: F401  (moved here)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes):
