@@ -119,9 +119,10 @@ class SLKDConfig:
 class CRDConfig:
     weight: float = 0.8
     dim: int = 128
-    nce_k: int = 16384  # negatives per sample, drawn uniformly with replacement (official), so K >= N works
+    nce_k: int = 16384  # negatives per sample, drawn with replacement from other classes (official), so K >= N works
     nce_t: float = 0.07
     momentum: float = 0.5  # memory bank update
+    shared_negatives: bool = False  # one draw of K negatives shared by the batch, same-class ones masked (deviation; faster)
 
 
 @dataclass

@@ -102,6 +102,10 @@ class TorchLoader:
             return idx[self.start_step:], None
         return val_indices(n, self.batch_size, self.rank, self.world)
 
+    def sample_labels(self) -> torch.Tensor:
+        """(num_samples,) int64: the class of every sample, by dataset index."""
+        return torch.as_tensor(self.listing.labels, dtype=torch.int64)
+
     def set_epoch(self, epoch: int, start_step: int = 0):
         """Select the epoch's order; `start_step` skips the steps a resumed run already took."""
         self.epoch, self.start_step = epoch, start_step

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from nvidia.dali import Pipeline, fn, types
 
-from pipeline.data.dali.webdataset import COMPONENTS, Shards, list_shards, read_samples
+from pipeline.data.dali.webdataset import COMPONENTS, Shards, list_shards, read_samples, read_shard_labels
 from pipeline.data.folder import FolderListing, list_image_folder
 from pipeline.data.sharding import train_indices, train_steps, val_indices
 
@@ -180,6 +180,12 @@ class DaliLoader:
             valid = (np.arange(valid.size) < shard_size).reshape(valid.shape)
             return None, valid, len(valid)
         return idx, valid, len(idx)
+
+    def sample_labels(self) -> torch.Tensor:
+        """(num_samples,) int64: the class of every sample, by dataset index (shards: read from them)."""
+        if self.shards:
+            return torch.as_tensor(read_shard_labels(self.source), dtype=torch.int64)
+        return torch.as_tensor(self.source.labels, dtype=torch.int64)
 
     def set_epoch(self, epoch: int, start_step: int = 0):
         """Select the epoch's order; `start_step` skips the steps a resumed run already took."""
