@@ -73,6 +73,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = per epoch only)
     skip_nonfinite: bool = False
     dist_timeout_s: int = 600  # a collective waiting longer (a dead or hung rank) raises instead of hanging
+    device: str = "auto"  # auto (CUDA if available, else one CPU process) | cuda (error without CUDA) | cpu (CPU, any processes)
 
 
 @dataclass
@@ -146,6 +147,7 @@ CHOICES = {
     "train.sched": ("step", "cosine"),
     "train.precision": ("auto", "bf16", "fp32"),
     "train.compile": ("auto", "on", "off"),
+    "train.device": ("auto", "cuda", "cpu"),
     "icd.negatives": ("local", "global"),
 }
 

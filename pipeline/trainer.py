@@ -30,6 +30,7 @@ from tqdm import tqdm
 from pipeline import checkpoint
 from pipeline.config import Config, to_dict
 from pipeline.data import build_loaders
+from pipeline.device import use_cpu
 from pipeline.distiller import Distiller
 from pipeline.methods import METHODS, MethodContext, NetOutput, build_methods, parse_method
 from pipeline.models import Network, create_network, freeze
@@ -79,7 +80,7 @@ class Trainer:
 
     # ---- construction -------------------------------------------------------------------------
     def create_accelerator(self) -> Accelerator:
-        cuda = torch.cuda.is_available()
+        cuda = not use_cpu(self.cfg)  # raises if the run needs CUDA and has none (pipeline/device.py)
         precision = self.cfg.train.precision
         bf16 = precision == "bf16" or (precision == "auto" and cuda)
         # broadcast_buffers=False: memory banks are buffers too and must not be re-broadcast every step;
