@@ -130,7 +130,7 @@ class Trainer:
         ctx = MethodContext(cfg=self.cfg, student_dim=student.feature_dim, teacher_dim=teacher_dim,
                             num_classes=self.train_loader.num_classes,
                             num_train_samples=self.train_loader.num_samples,
-                            sample_labels=self.train_loader.sample_labels,
+                            sample_labels=getattr(self.train_loader, "sample_labels", None),
                             build_teacher_like=lambda: self.create_network(
                                 type(self.cfg.teacher)(arch=self.cfg.teacher.arch)))
         model = Distiller(student, build_methods(self.cfg.method, ctx), self.cfg.train.ce_weight)
