@@ -50,8 +50,8 @@ TOL = {"fp32": 1e-4, "bf16": 1e-2, "mixed": 1e-2}
 DECODE_LIMIT = 4.0  # mean |difference| per image, 0..255; decoders differ in IDCT and chroma upsampling
 # The ImageNet pair at 224 px on one GPU (a random teacher where its weights are absent: the same cost); the
 # loader reads the demo data unless --bench-args names a data.root (e.g. --config configs/imagenet/r34_r18.yaml).
-DEFAULT_BENCH_ARGS = ("--method kd --teacher.arch resnet34 --student.arch resnet18 --data.image_size 224 --data.val_resize 256 "
-                      "--train.batch_size 256 --benchmark-steps 20 --benchmark-warmup 3")
+DEFAULT_BENCH_ARGS = ("--method kd --teacher.arch resnet34 --student.arch resnet18 --data.image_size 224 "
+                      "--data.val_resize 256 --train.batch_size 256 --benchmark-steps 20 --benchmark-warmup 3")
 KERNEL_DEVICE = "cuda"  # where the kernels check runs (a CPU dry run of this script's own logic sets "cpu")
 NO_CUDA = "needs CUDA (torch.cuda.is_available() is False)"
 

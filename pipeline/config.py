@@ -73,7 +73,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = per epoch only)
     skip_nonfinite: bool = False
     dist_timeout_s: int = 600  # a collective waiting longer (a dead or hung rank) raises instead of hanging
-    device: str = "auto"  # auto (CUDA if available, else one CPU process) | cuda (error without CUDA) | cpu (CPU, any processes)
+    device: str = "auto"  # auto (CUDA, else one CPU process) | cuda (error without CUDA) | cpu (any processes)
 
 
 @dataclass
@@ -123,7 +123,7 @@ class CRDConfig:
     nce_k: int = 16384  # negatives per sample, drawn with replacement from other classes (official), so K >= N works
     nce_t: float = 0.07
     momentum: float = 0.5  # memory bank update
-    shared_negatives: bool = False  # one draw of K negatives shared by the batch, same-class ones masked (deviation; faster)
+    shared_negatives: bool = False  # one K-negative draw shared by the batch, same-class masked (deviation)
 
 
 @dataclass
