@@ -3,7 +3,7 @@
     .venv/bin/python bench/kernel_report.py [--dtype bf16|fp32]
 
 Runs on a machine without a GPU. Sizes (kernels._build.production_jobs): B = 256 per GPU, C = 1000
-(kd, dkd); icd's 128-d embeddings at B = 256 (one view) and 512 (two views); ccd's features at
+(kd, dkd; with --dtype bf16 the student's logits are bf16 and the teacher's fp32, as the trainer feeds them); icd's 128-d embeddings at B = 256 (one view) and 512 (two views); ccd's features at
 d = 512 and 2048. (pipeline/methods/icd.py currently normalises its embeddings in fp32, so production
 ICD runs the fp32 rows whatever the trainer's precision.)
 
@@ -90,17 +90,18 @@ class LaunchCounter(TorchDispatchMode):
 def loss_inputs(name: str, sizes: dict, dtype: torch.dtype):
     """Inputs of one loss call and which of them train, as the trainer passes them."""
     g = torch.Generator().manual_seed(0)
-    rand = lambda *shape: (torch.randn(*shape, generator=g) * 3).to(dtype)  # noqa: E731
+    t_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(sizes.get("teacher_dtype"), dtype)
+    rand = lambda *shape, dt=dtype: (torch.randn(*shape, generator=g) * 3).to(dt)  # noqa: E731
     d, B, C = sizes.get("d"), sizes["B"], sizes.get("C")
-    if name == "kd":
-        return [rand(B, C), rand(B, C), 4.0], [0]
+    if name == "kd":  # the teacher's logits in teacher_dtype (fp32 under bf16 autocast: the trainer casts them)
+        return [rand(B, C), rand(B, C, dt=t_dtype), 4.0], [0]
     if name == "dkd":
-        return [rand(B, C), rand(B, C), rand(B, C), rand(B, C), 4.0], [0, 1]
+        return [rand(B, C), rand(B, C), rand(B, C, dt=t_dtype), rand(B, C, dt=t_dtype), 4.0], [0, 1]
     if name == "icd":  # both embedding heads, log_scale and bias train
         z_s, z_t = (F.normalize(torch.randn(B, d, generator=g), dim=1).to(dtype) for _ in range(2))
         return [z_s, z_t, torch.tensor(1.0), torch.tensor(0.0)], [0, 1, 2, 3]
     if name == "ccd":  # teacher features are detached
-        return [rand(B, d), rand(B, d)], [0]
+        return [rand(B, d), rand(B, d, dt=t_dtype)], [0]
     raise KeyError(name)
 
 
@@ -140,7 +141,7 @@ def main() -> None:
     for name, sizes in jobs:
         specs = specs_for(name, sizes)
         per_job[(name, str(sizes))] = specs
-        label = ", ".join(f"{k}={v}" for k, v in size_kwargs(name, sizes).items() if k != "dtype")
+        label = ", ".join(f"{k}={v}" for k, v in size_kwargs(name, sizes).items() if k not in ("dtype", "teacher_dtype"))
         for spec in specs:
             r = built[(name, spec_key(spec))]
             grid = "x".join(map(str, spec.grid))
@@ -164,7 +165,7 @@ def main() -> None:
         assert ops, f"kernels.{name}_loss ran no kernels:: custom op"
         fused_bytes = glue_bytes + sum(s.bytes_moved for s in specs)
         fused_compute = sum(s.compute_seconds() for s in specs)
-        label = ", ".join(f"{k}={v}" for k, v in size_kwargs(name, sizes).items() if k != "dtype")
+        label = ", ".join(f"{k}={v}" for k, v in size_kwargs(name, sizes).items() if k not in ("dtype", "teacher_dtype"))
         print(f"{name:<6}{label:<15}{len(specs) + glue_launches:>15}{fused_bytes / 1e6:>10.3f}"
               f"{floor_us(fused_bytes, fused_compute):>10.2f}{ref_launches:>13}{ref_bytes / 1e6:>9.3f}"
               f"{floor_us(ref_bytes, ref_flops / ref_peak):>10.2f}{ref_bytes / fused_bytes:>16.1f}")

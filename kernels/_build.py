@@ -32,14 +32,23 @@ ICD_BATCHES = (256, 512)  # one view per GPU, and two views in one call
 _ALIASES = {"d": ("d", "D", "dim")}
 
 
+# The teacher's dtype at each training precision: the trainer casts teacher outputs with .float(), so under
+# bf16 autocast kd/dkd get bf16 student and fp32 teacher logits, and ccd bf16 M_s(f_s) with fp32 teacher features.
+TEACHER_DTYPE = {"bf16": "fp32", "fp32": "fp32"}
+
+
 def production_jobs(dtypes=("bf16", "fp32")) -> list[tuple[str, dict]]:
-    """(module, sizes) of the launches production makes, per module: kd/dkd logits (256, 1000); icd
-    embeddings (256 or 512, 128); ccd features (256, 512 or 2048). Only modules present in the tree."""
+    """(module, sizes) of the launches production makes, per training precision in `dtypes`: kd/dkd logits
+    (256, 1000) and ccd features (256, 512 or 2048) with the student in that dtype and the teacher in
+    TEACHER_DTYPE's; icd embeddings (256 or 512, 128), both in that dtype (pipeline/methods/icd.py
+    normalises them in fp32 today, so its bf16 rows are the kernel's bf16 path, kept built for when it
+    does not). Only modules present in the tree."""
     jobs = []
     for dtype in dtypes:
-        jobs += [(m, {"B": 256, "C": 1000, "dtype": dtype}) for m in ("kd", "dkd")]
+        teacher = {"dtype": dtype, "teacher_dtype": TEACHER_DTYPE[dtype]}
+        jobs += [(m, {"B": 256, "C": 1000, **teacher}) for m in ("kd", "dkd")]
         jobs += [("icd", {"B": b, "d": ICD_DIM, "dtype": dtype}) for b in ICD_BATCHES]
-        jobs += [("ccd", {"B": 256, "d": d, "dtype": dtype}) for d in (512, 2048)]
+        jobs += [("ccd", {"B": 256, "d": d, **teacher}) for d in (512, 2048)]
     present = set(available_modules())
     return [(m, sizes) for m, sizes in jobs if m in present]
 

@@ -325,8 +325,9 @@ def _ccd_loss_backward_op(
 
 @_ccd_loss_backward_op.register_fake
 def _(grad, f_s, f_t, mean_s, rstd_s, mean_t, rstd_t, theta, student, teacher):
-    return (torch.empty_like(f_s) if student else f_s.new_empty(0),
-            torch.empty_like(f_t) if teacher else f_t.new_empty(0))
+    # Contiguous, as the real op returns (new_empty, not empty_like, which keeps a strided input's strides).
+    return (f_s.new_empty(f_s.shape) if student else f_s.new_empty(0),
+            f_t.new_empty(f_t.shape) if teacher else f_t.new_empty(0))
 
 
 def _setup_context(ctx, inputs, output):
@@ -365,23 +366,28 @@ def _dtype(dtype) -> torch.dtype:
 
 
 def build_specs(B: int = 256, d: int = 2048, dtype: torch.dtype = torch.bfloat16,
-                teacher_grad: bool = False) -> list[KernelSpec]:
+                teacher_grad: bool = False, teacher_dtype=None) -> list[KernelSpec]:
     """The launches production makes at (B, d, dtype): stats, forward, the student's backward, and the
-    teacher's backward only if teacher_grad (DCCD detaches the teacher's features)."""
+    teacher's backward only if teacher_grad (DCCD detaches the teacher's features). `dtype` is the student
+    features' (M_s's output), `teacher_dtype` the teacher's (default: the same; under the trainer's bf16
+    autocast the student's are bf16 and the teacher's fp32)."""
     dtype = _dtype(dtype)
+    teacher_dtype = dtype if teacher_dtype is None else _dtype(teacher_dtype)
     cfg = _config(B, d)
-    elt = torch.empty((), dtype=dtype).element_size()
-    x, f32 = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype], "*fp32"
+    ptr = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
+    xs, xt, f32 = ptr[dtype], ptr[teacher_dtype], "*fp32"
+    elt_s = torch.empty((), dtype=dtype).element_size()
+    elt_t = torch.empty((), dtype=teacher_dtype).element_size()
     stats_sig = {"mean_s_ptr": f32, "rstd_s_ptr": f32, "mean_t_ptr": f32, "rstd_t_ptr": f32}
     specs = []
 
     meta, warps, stages = _launch_opts(cfg["stats"])
     specs.append(KernelSpec(
         name="ccd.stats", fn=_ccd_stats_kernel,
-        signature={"fs_ptr": x, "ft_ptr": x, **stats_sig, "B": "i32", "d": "i32", "eps": "fp32",
+        signature={"fs_ptr": xs, "ft_ptr": xt, **stats_sig, "B": "i32", "d": "i32", "eps": "fp32",
                    "BLOCK_B": "constexpr", "BLOCK_C": "constexpr"},
         constexprs=meta, num_warps=warps, num_stages=stages, grid=(triton.cdiv(d, meta["BLOCK_C"]),),
-        bytes_moved=2 * B * d * elt + 4 * d * 4,
+        bytes_moved=B * d * (elt_s + elt_t) + 4 * d * 4,
         flops=2 * 5 * B * d,  # sum, then subtract/square/add, per element and input
     ))
 
@@ -389,10 +395,10 @@ def build_specs(B: int = 256, d: int = 2048, dtype: torch.dtype = torch.bfloat16
     n_i, n_j = triton.cdiv(d, meta["BLOCK_I"]), triton.cdiv(d, meta["BLOCK_J"])
     specs.append(KernelSpec(
         name="ccd.forward", fn=_ccd_fwd_kernel,
-        signature={"fs_ptr": x, "ft_ptr": x, **stats_sig, "part_ptr": f32, "B": "i32", "d": "i32",
+        signature={"fs_ptr": xs, "ft_ptr": xt, **stats_sig, "part_ptr": f32, "B": "i32", "d": "i32",
                    "off_weight": "fp32", "BLOCK_I": "constexpr", "BLOCK_J": "constexpr", "BLOCK_K": "constexpr"},
         constexprs=meta, num_warps=warps, num_stages=stages, grid=(n_i, n_j),
-        bytes_moved=2 * B * d * elt + 4 * d * 4 + 4 * n_i * n_j,
+        bytes_moved=B * d * (elt_s + elt_t) + 4 * d * 4 + 4 * n_i * n_j,
         # the Corr dot; standardising each loaded element once per tile it feeds; ~6 flops per Corr entry
         flops=2 * B * d * d + 2 * B * d * (n_i + n_j) + 6 * d * d,
         dot_flops={"ieee_fp32": 2 * B * d * d},
@@ -401,15 +407,16 @@ def build_specs(B: int = 256, d: int = 2048, dtype: torch.dtype = torch.bfloat16
     meta, warps, stages = _launch_opts(cfg["bwd"])
     n_i, n_j = triton.cdiv(d, meta["BLOCK_I"]), triton.cdiv(d, meta["BLOCK_J"])
     grid = (n_i, triton.cdiv(B, meta["BLOCK_BO"]))
-    for who in ("student", "teacher") if teacher_grad else ("student",):
+    sides = [("student", xs, xt, elt_s, elt_t)] + ([("teacher", xt, xs, elt_t, elt_s)] if teacher_grad else [])
+    for who, own, other, elt_own, elt_other in sides:
         specs.append(KernelSpec(
             name=f"ccd.backward_{who}", fn=_ccd_bwd_kernel,
-            signature={"own_ptr": x, "other_ptr": x, "mean_own_ptr": f32, "rstd_own_ptr": f32,
-                       "mean_other_ptr": f32, "rstd_other_ptr": f32, "grad_out_ptr": f32, "dx_ptr": x,
+            signature={"own_ptr": own, "other_ptr": other, "mean_own_ptr": f32, "rstd_own_ptr": f32,
+                       "mean_other_ptr": f32, "rstd_other_ptr": f32, "grad_out_ptr": f32, "dx_ptr": own,
                        "B": "i32", "d": "i32", "off_weight2": "fp32", "BLOCK_I": "constexpr",
                        "BLOCK_J": "constexpr", "BLOCK_K": "constexpr", "BLOCK_BO": "constexpr"},
             constexprs=meta, num_warps=warps, num_stages=stages, grid=grid,
-            bytes_moved=3 * B * d * elt + 4 * d * 4 + 4,  # read both inputs, write dx
+            bytes_moved=B * d * (2 * elt_own + elt_other) + 4 * d * 4 + 4,  # read both inputs, write dx
             # per batch block: the Corr recompute with its standardisation and ~8 flops per entry for G;
             # then the h dot and its standardised operand
             flops=grid[1] * (2 * B * d * d + 2 * B * d * (n_i + n_j) + 8 * d * d) + 2 * B * d * d + 2 * B * d * n_i,

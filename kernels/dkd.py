@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from kernels._spec import KernelSpec
-from kernels.kd import FLOPS_PER_ELEMENT, NEG, _kl_finish, _kl_grads, _kl_update, check_logits, row_config
+from kernels.kd import ELEMENT_SIZE, FLOPS_PER_ELEMENT, NEG, _kl_finish, _kl_grads, _kl_update, check_logits, row_config
 
 
 # Per row, with a = (s_a - s_b)/T, b = (t_a - t_b)/T and loss = T^2/(2B) * sum_rows (KL+ + KL-):
@@ -117,14 +117,17 @@ def _forward(s_a, s_b, t_a, t_b, temperature: float, grad_s: bool, grad_t: bool)
     return loss_rows, gs, gt
 
 
-def build_specs(B: int = 256, C: int = 1000, dtype: str = "bf16", teacher_grad: bool = False) -> list[KernelSpec]:
-    """The launch production makes at these sizes: student grad only unless teacher_grad."""
+def build_specs(B: int = 256, C: int = 1000, dtype: str = "bf16", teacher_grad: bool = False,
+                teacher_dtype: str | None = None) -> list[KernelSpec]:
+    """The launch production makes at these sizes: student grad only unless teacher_grad. `dtype` is the
+    student logits', `teacher_dtype` the teacher's (default: the same; bf16 autocast: bf16 and fp32)."""
+    teacher_dtype = teacher_dtype or dtype
     cfg = row_config(C)
-    ptr = f"*{dtype}"
-    size = {"fp32": 4, "bf16": 2, "fp16": 2}[dtype]
+    s_ptr, t_ptr = f"*{dtype}", f"*{teacher_dtype}"
+    s_size, t_size = ELEMENT_SIZE[dtype], ELEMENT_SIZE[teacher_dtype]
     signature = {
-        "sa_ptr": ptr, "sb_ptr": ptr, "ta_ptr": ptr, "tb_ptr": ptr, "loss_ptr": "*fp32", "gs_ptr": ptr, "gt_ptr": ptr,
-        "C": "i32", "inv_t": "fp32", "loss_scale": "fp32", "grad_scale": "fp32",
+        "sa_ptr": s_ptr, "sb_ptr": s_ptr, "ta_ptr": t_ptr, "tb_ptr": t_ptr, "loss_ptr": "*fp32", "gs_ptr": s_ptr,
+        "gt_ptr": t_ptr, "C": "i32", "inv_t": "fp32", "loss_scale": "fp32", "grad_scale": "fp32",
         "BLOCK_C": "constexpr", "SINGLE_BLOCK": "constexpr", "GRAD_S": "constexpr", "GRAD_T": "constexpr",
     }
     constexprs = {"BLOCK_C": cfg["BLOCK_C"], "SINGLE_BLOCK": cfg["SINGLE_BLOCK"], "GRAD_S": True, "GRAD_T": teacher_grad}
@@ -133,7 +136,8 @@ def build_specs(B: int = 256, C: int = 1000, dtype: str = "bf16", teacher_grad: 
     return [KernelSpec(
         name="dkd.forward", fn=_dkd_kernel, signature=signature, constexprs=constexprs,
         num_warps=cfg["num_warps"], grid=(B,),
-        bytes_moved=(passes * 4 + written) * B * C * size + B * 4,  # read 4 views; write grads, row losses
+        # read 4 views (per pass); write grads, row losses
+        bytes_moved=(passes * 2 * (s_size + t_size) + s_size + teacher_grad * t_size) * B * C + B * 4,
         # Per element: 2 differences, 2 scales, 2 negations, both directions' sums and gradients
         # (kd.py's count without its 2 scales), then one subtraction per gradient written.
         flops=(6 + 2 * (FLOPS_PER_ELEMENT[teacher_grad] - 2) + written) * B * C,

@@ -340,10 +340,10 @@ def _icd_loss_backward_op(
 
 @_icd_loss_backward_op.register_fake
 def _(grad, z_s, z_t, log_scale, bias, row_lse, col_lse, t, alpha, max_scale, student, teacher):
-    def out(like, wanted):
-        return torch.empty_like(like) if wanted else like.new_empty(0)
+    def out(like, wanted):  # contiguous, as the real op returns (empty_like would keep a strided input's strides)
+        return like.new_empty(like.shape) if wanted else like.new_empty(0)
 
-    return out(z_s, student), out(z_t, teacher), out(log_scale, student), torch.empty_like(bias)
+    return out(z_s, student), out(z_t, teacher), out(log_scale, student), bias.new_empty(bias.shape)
 
 
 def _setup_context(ctx, inputs, output):

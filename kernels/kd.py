@@ -171,23 +171,30 @@ def _forward(s, t, temperature: float, grad_s: bool, grad_t: bool):
     return loss_rows, gs, gt
 
 
-def build_specs(B: int = 256, C: int = 1000, dtype: str = "bf16", teacher_grad: bool = False) -> list[KernelSpec]:
-    """The launch production makes at these sizes: student grad only (the teacher is frozen) unless teacher_grad."""
+ELEMENT_SIZE = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+
+def build_specs(B: int = 256, C: int = 1000, dtype: str = "bf16", teacher_grad: bool = False,
+                teacher_dtype: str | None = None) -> list[KernelSpec]:
+    """The launch production makes at these sizes: student grad only (the teacher is frozen) unless teacher_grad.
+    `dtype` is the student logits', `teacher_dtype` the teacher's (default: the same; the trainer's bf16
+    autocast gives bf16 student and fp32 teacher logits)."""
+    teacher_dtype = teacher_dtype or dtype
     cfg = row_config(C)
-    ptr = f"*{dtype}"
-    size = {"fp32": 4, "bf16": 2, "fp16": 2}[dtype]
+    s_ptr, t_ptr = f"*{dtype}", f"*{teacher_dtype}"
+    s_size, t_size = ELEMENT_SIZE[dtype], ELEMENT_SIZE[teacher_dtype]
     signature = {
-        "s_ptr": ptr, "t_ptr": ptr, "loss_ptr": "*fp32", "gs_ptr": ptr, "gt_ptr": ptr,
+        "s_ptr": s_ptr, "t_ptr": t_ptr, "loss_ptr": "*fp32", "gs_ptr": s_ptr, "gt_ptr": t_ptr,
         "C": "i32", "inv_t": "fp32", "loss_scale": "fp32", "grad_scale": "fp32",
         "BLOCK_C": "constexpr", "SINGLE_BLOCK": "constexpr", "GRAD_S": "constexpr", "GRAD_T": "constexpr",
     }
     constexprs = {"BLOCK_C": cfg["BLOCK_C"], "SINGLE_BLOCK": cfg["SINGLE_BLOCK"], "GRAD_S": True, "GRAD_T": teacher_grad}
     passes = 1 if cfg["SINGLE_BLOCK"] else 2
-    written = 1 + teacher_grad
     return [KernelSpec(
         name="kd.forward", fn=_kd_kernel, signature=signature, constexprs=constexprs,
         num_warps=cfg["num_warps"], grid=(B,),
-        bytes_moved=(passes * 2 + written) * B * C * size + B * 4,  # read s, t; write grads, row losses
+        # read s, t (per pass); write grads, row losses
+        bytes_moved=(passes * (s_size + t_size) + s_size + teacher_grad * t_size) * B * C + B * 4,
         flops=FLOPS_PER_ELEMENT[teacher_grad] * B * C,
     )]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
-import torch  # noqa: E402
 from accelerate import PartialState  # noqa: E402
 
 from pipeline.config import parse_args  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
+from pipeline.device import use_cpu  # noqa: E402
 from pipeline.methods import METHODS, parse_method  # noqa: E402
 from pipeline.trainer import Trainer, process_group_kwargs  # noqa: E402
 
@@ -58,7 +58,8 @@ def main(argv=None):
 def run(cfg, args):
     names = parse_method(cfg.method)
     # The same choices the Trainer makes; the process group is created here, so its timeout is set here.
-    state = PartialState(cpu=not torch.cuda.is_available(), **process_group_kwargs(cfg))
+    # use_cpu raises CudaUnavailableError (a UserError) before any process group waits for the other ranks.
+    state = PartialState(cpu=use_cpu(cfg), **process_group_kwargs(cfg))
     if not state.is_main_process:  # one process logs; the others warn only
         logging.getLogger().setLevel(logging.WARNING)
     needs_teacher = any(METHODS[n].needs_teacher for n in names)

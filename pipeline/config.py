@@ -115,6 +115,8 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps inside an epoch (0 = per epoch only)")
     skip_nonfinite: bool = Field(False, description="skip a step with a non-finite loss instead of stopping")
     dist_timeout_s: int = Field(600, ge=1, description="a collective waiting longer (a dead or hung rank) raises instead of hanging")
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="auto (CUDA, else one CPU process) | cuda (an error without CUDA) | cpu (any number of CPU processes)")
 
 
 class KDConfig(Section):
@@ -155,9 +157,11 @@ class SLKDConfig(Section):
 class CRDConfig(Section):
     weight: float = Field(0.8, ge=0, description="weight of the NCE loss")
     dim: int = Field(128, ge=1, description="embedding width")
-    nce_k: int = Field(16384, ge=1, description="negatives per sample, drawn uniformly with replacement")
+    nce_k: int = Field(16384, ge=1, description="negatives per sample, drawn with replacement from other classes (official)")
     nce_t: float = Field(0.07, gt=0, description="NCE temperature")
     momentum: float = Field(0.5, ge=0, le=1, description="memory bank update")
+    shared_negatives: bool = Field(
+        False, description="one K-negative draw shared by the batch, same-class ones masked (a deviation, much cheaper)")
 
 
 def _method(spec: str) -> str:

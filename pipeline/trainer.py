@@ -29,6 +29,7 @@ from tqdm import tqdm
 from pipeline import checkpoint
 from pipeline.config import Config, to_dict
 from pipeline.data import build_loaders
+from pipeline.device import use_cpu
 from pipeline.distiller import Distiller
 from pipeline.errors import BadInputError, MissingInputError
 from pipeline.metrics import count_hits, real_label_table
@@ -81,7 +82,7 @@ class Trainer:
 
     # ---- construction -------------------------------------------------------------------------
     def create_accelerator(self) -> Accelerator:
-        cuda = torch.cuda.is_available()
+        cuda = not use_cpu(self.cfg)  # raises if the run needs CUDA and has none (pipeline/device.py)
         precision = self.cfg.train.precision
         bf16 = precision == "bf16" or (precision == "auto" and cuda)
         # broadcast_buffers=False: memory banks are buffers too and must not be re-broadcast every step;
@@ -141,6 +142,7 @@ class Trainer:
         ctx = MethodContext(cfg=self.cfg, student_dim=student.feature_dim, teacher_dim=teacher_dim,
                             num_classes=self.train_loader.num_classes,
                             num_train_samples=self.train_loader.num_samples,
+                            sample_labels=getattr(self.train_loader, "sample_labels", None),
                             build_teacher_like=lambda: self.create_network(
                                 type(self.cfg.teacher)(arch=self.cfg.teacher.arch)))
         model = Distiller(student, build_methods(self.cfg.method, ctx), self.cfg.train.ce_weight)

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.errors import MissingInputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -27,6 +29,10 @@ class FolderListing:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def sample_labels(self) -> np.ndarray:
+        """(N,) int64: the class of every sample, by dataset index."""
+        return np.asarray(self.labels, dtype=np.int64)
 
     def load(self, i: int) -> tuple[Path, int, int]:
         """Sample i: (image file, class, dataset index), as `webdataset.Shards.load` gives a tar's sample."""

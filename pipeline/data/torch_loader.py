@@ -109,6 +109,10 @@ class TorchLoader:
         """Train epochs of at most `steps` steps (`train.steps_per_epoch`)."""
         self.max_steps = steps
 
+    def sample_labels(self) -> torch.Tensor:
+        """(num_samples,) int64: the class of every sample, by dataset index."""
+        return torch.as_tensor(self.listing.sample_labels())
+
     def set_epoch(self, epoch: int, start_step: int = 0):
         """Select the epoch's order; `start_step` skips the steps a resumed run already took."""
         self.epoch, self.start_step = epoch, start_step

@@ -85,6 +85,23 @@ class Shards:
         jpg, index, label = parts
         return io.BytesIO(jpg), int(np.frombuffer(label, np.int64)[0]), int(np.frombuffer(index, np.int64)[0])
 
+    def sample_labels(self) -> np.ndarray:
+        """(N,) int64: the class of every sample by its dataset index, from the `.index` and `.label` members
+        alone (8 bytes each, found through the index files): CRD's negative sampler needs it up front."""
+        tar_of, offsets, sizes = self.offsets
+        labels = np.full(self.num_samples, -1, dtype=np.int64)
+        idx, lab = COMPONENTS.index("index"), COMPONENTS.index("label")
+        for t, tar in enumerate(self.tars):
+            with open(tar, "rb") as f:
+                for position in np.flatnonzero(tar_of == t).tolist():
+                    f.seek(offsets[position, idx])
+                    index = int(np.frombuffer(f.read(sizes[position, idx]), "<i8")[0])
+                    f.seek(offsets[position, lab])
+                    labels[index] = int(np.frombuffer(f.read(sizes[position, lab]), "<i8")[0])
+        if (labels < 0).any():
+            raise BadInputError(f"{self.root}: the shards' dataset indices do not cover 0..{self.num_samples - 1}")
+        return labels
+
     def describe(self, position: int) -> str:
         """`<tar>:<image member>` of sample `position`, for error messages (as DALI names a sample)."""
         tar_of = self.offsets[0]

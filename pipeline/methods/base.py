@@ -56,6 +56,9 @@ class MethodContext:
     num_classes: int
     num_train_samples: int
     build_teacher_like: Callable[[], nn.Module]  # a fresh, randomly initialised network of the teacher's arch
+    # The class of every train sample by dataset index, (num_train_samples,) int64; called only by methods
+    # that need it (CRD's negatives), since a webdataset loader reads it from the shards.
+    sample_labels: Callable[[], torch.Tensor] | None = None
 
 
 class Method(nn.Module):

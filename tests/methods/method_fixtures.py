@@ -11,6 +11,9 @@ from pipeline.models import create_network
 
 CLASSES, TEACHER_DIM, IMAGE = 10, 96, 16  # d_t = 96: not a power of two, unlike the student's 512
 NUM_SAMPLES = 40
+# Sample i's class (CRD's negatives): classes of unequal sizes (8, 2, 3, 6, 1, 4, 7, 5, 2, 2), not sorted by index.
+SAMPLE_LABELS = torch.tensor([0] * 8 + [1] * 2 + [2] * 3 + [3] * 6 + [4] + [5] * 4 + [6] * 7 + [7] * 5 + [8] * 2
+                             + [9] * 2)[torch.randperm(NUM_SAMPLES, generator=torch.Generator().manual_seed(1))]
 # Every registered method and alias, plus combinations that exercise two views in a one-view method.
 SPECS = sorted(METHODS) + sorted(ALIASES) + ["icd+kd", "slkd+icd", "crd+dkd", "icd+ccd", "crd+kd"]
 SMALL = {"crd": {"nce_k": 24}}  # K < N here; K >= N is tested on its own
@@ -31,7 +34,8 @@ def build_distiller(cfg: Config, seed: int = 0) -> Distiller:
 
     student = network(cfg.student.arch)
     ctx = MethodContext(cfg=cfg, student_dim=student.feature_dim, teacher_dim=TEACHER_DIM, num_classes=CLASSES,
-                        num_train_samples=NUM_SAMPLES, build_teacher_like=lambda: network(cfg.teacher.arch))
+                        num_train_samples=NUM_SAMPLES, build_teacher_like=lambda: network(cfg.teacher.arch),
+                        sample_labels=lambda: SAMPLE_LABELS)
     return Distiller(student, build_methods(cfg.method, ctx), cfg.train.ce_weight)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from method_fixtures import NUM_SAMPLES, build_distiller, make_batch, make_config
+from method_fixtures import CLASSES, NUM_SAMPLES, SAMPLE_LABELS, build_distiller, make_batch, make_config
 from pipeline.methods import NetOutput, Outputs
 from pipeline.methods.crd import nce_loss
 
@@ -50,7 +50,7 @@ def test_init_follows_the_official_code():
 
 
 def test_loss_z_and_bank_update_against_a_float64_recomputation():
-    model, crd = crd_setup()
+    model, crd = crd_setup(momentum=0.3)  # asymmetric: old * momentum + new * (1 - momentum)
     batch = make_batch("crd", batch=5)
     out = outputs(model, batch)
     index = batch["index"]
@@ -71,9 +71,9 @@ def test_loss_z_and_bank_update_against_a_float64_recomputation():
     assert torch.allclose(crd.z.double(), z, rtol=1e-5)
     expected = 0.8 * (nce_formula(e_s / z[0], NUM_SAMPLES) + nce_formula(e_t / z[1], NUM_SAMPLES))
     assert loss.item() == pytest.approx(expected, rel=1e-4)
-    # Memory: rows of this batch move to normalize(0.5 * old + 0.5 * new); the others stay.
+    # Memory: rows of this batch move to normalize(0.3 * old + 0.7 * new); the others stay.
     for bank, old, v in ((crd.bank_s, bank_s, v_s), (crd.bank_t, bank_t, v_t)):
-        assert torch.allclose(bank[index].double(), F.normalize(0.5 * old[index] + 0.5 * v, dim=1), atol=1e-6)
+        assert torch.allclose(bank[index].double(), F.normalize(0.3 * old[index] + 0.7 * v, dim=1), atol=1e-6)
         rest = torch.ones(NUM_SAMPLES, dtype=torch.bool)
         rest[index] = False
         assert torch.equal(bank[rest].double(), old[rest])
@@ -107,3 +107,105 @@ def test_two_views_use_view_a():
     crd(out)
     index = batch["index"]
     assert torch.allclose(crd.bank_s[index], F.normalize(0.5 * old[index] + 0.5 * v_s, dim=1), atol=1e-6)
+
+
+def test_bank_update_by_hand():
+    """Row 3 of each bank = e0, new embedding e1, momentum 0.3 -> (0.3, 0.7) / sqrt(0.58); row 5 untouched."""
+    _, crd = crd_setup(momentum=0.3)
+    e0, e1 = torch.eye(128)[0], torch.eye(128)[1]
+    for bank in (crd.bank_s, crd.bank_t):
+        bank[3] = e0
+    other_s, other_t = crd.bank_s[5].clone(), crd.bank_t[5].clone()
+    crd.update_banks(torch.tensor([3]), e1[None], -e1[None])
+    norm = math.sqrt(0.3**2 + 0.7**2)
+    assert crd.bank_s[3, :2].tolist() == pytest.approx([0.3 / norm, 0.7 / norm], abs=1e-6)
+    assert crd.bank_t[3, :2].tolist() == pytest.approx([0.3 / norm, -0.7 / norm], abs=1e-6)
+    assert crd.bank_s[3, 2:].abs().max() == 0 and crd.bank_t[3, 2:].abs().max() == 0
+    assert torch.equal(crd.bank_s[5], other_s) and torch.equal(crd.bank_t[5], other_t)
+
+
+def test_official_sampler_draws_uniformly_from_other_classes():
+    """Every sample as an anchor, K = 3000 draws each: no draw shares the anchor's class, and, per anchor class
+    c, each sample j of another class is drawn about (anchors of class c) * K / (N - n_c) times."""
+    torch.manual_seed(0)
+    _, crd = crd_setup(nce_k=3000)
+    index = torch.arange(NUM_SAMPLES)
+    contrast = crd.sample_contrast(index)
+    assert contrast.shape == (NUM_SAMPLES, 3001) and torch.equal(contrast[:, 0], index)
+    labels = SAMPLE_LABELS.tolist()
+    size = {c: labels.count(c) for c in range(CLASSES)}
+    for c in range(CLASSES):
+        anchors = [i for i in range(NUM_SAMPLES) if labels[i] == c]
+        drawn = contrast[anchors, 1:].flatten().tolist()
+        assert all(labels[j] != c for j in drawn), f"class {c}: a same-class negative"
+        counts = [drawn.count(j) for j in range(NUM_SAMPLES)]
+        expected = len(anchors) * 3000 / (NUM_SAMPLES - size[c])
+        for j in range(NUM_SAMPLES):
+            if labels[j] != c:  # binomial sd < sqrt(expected): 6 sd is a generous bound
+                assert abs(counts[j] - expected) < 6 * math.sqrt(expected), (c, j, counts[j], expected)
+
+
+def masked_nce_float64(e, z, num_data, keep):
+    """The paper's NCE on scores e / z, negatives where keep is False left out; K Pn keeps the nominal K."""
+    m = (e.shape[1] - 1) / num_data
+    total = e.new_zeros(())
+    for i in range(e.shape[0]):
+        p = e[i] / z
+        total = total + torch.log(p[0] / (p[0] + m))
+        for k in range(1, e.shape[1]):
+            if keep[i][k - 1]:
+                total = total + torch.log(1 - p[k] / (p[k] + m))
+    return -total / e.shape[0]
+
+
+def test_shared_negatives_loss_gradient_and_banks_against_float64():
+    model, crd = crd_setup(shared_negatives=True, momentum=0.3)
+    batch = make_batch("crd", batch=5)
+    out = outputs(model, batch)
+    index = batch["index"]
+    # Fixed negatives: every sample once (so each anchor meets its own class, itself included), then repeats.
+    negatives = torch.cat([torch.arange(NUM_SAMPLES), torch.tensor([index[0].item()] * 3 + [7, 7])])
+    crd.sample_shared = lambda device: negatives
+    labels = SAMPLE_LABELS.tolist()
+    keep = [[labels[n] != labels[a] for n in negatives.tolist()] for a in index.tolist()]
+    assert any(not x for row in keep for x in row) and all(any(row) for row in keep)
+    bank_s, bank_t = crd.bank_s.double().clone(), crd.bank_t.double().clone()
+    heads = {name: [p.detach().double().requires_grad_() for p in (m.weight, m.bias)]
+             for name, m in (("s", crd.embed_s), ("t", crd.embed_t))}
+    f_s, f_t = out.student.features.detach().double(), batch["teacher"].features.double()
+    v_s = F.normalize(f_s @ heads["s"][0].T + heads["s"][1], dim=1)
+    v_t = F.normalize(f_t @ heads["t"][0].T + heads["t"][1], dim=1)
+
+    loss = crd(out)["crd"]
+    loss.backward()
+
+    k = len(negatives)
+    rows = lambda bank, i: torch.cat([bank[index[i]][None], bank[negatives]])  # noqa: E731
+    e_s = torch.stack([torch.exp(rows(bank_t, i) @ v_s[i] / 0.07) for i in range(5)])
+    e_t = torch.stack([torch.exp(rows(bank_s, i) @ v_t[i] / 0.07) for i in range(5)])
+    counted = torch.tensor([[True] + row for row in keep])
+    z = torch.stack([e[counted].mean() for e in (e_s, e_t)]).detach() * NUM_SAMPLES
+    assert torch.allclose(crd.z.double(), z, rtol=1e-5)
+    expected = 0.8 * (masked_nce_float64(e_s, z[0], NUM_SAMPLES, keep) + masked_nce_float64(e_t, z[1], NUM_SAMPLES, keep))
+    assert e_s.shape == (5, k + 1)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    expected.backward()
+    for name, m in (("s", crd.embed_s), ("t", crd.embed_t)):
+        for got, ref in zip((m.weight.grad, m.bias.grad), heads[name]):
+            err = (got.double() - ref.grad).norm() / ref.grad.norm()
+            assert err < 1e-4, (name, err.item())
+    # Banks: as with the official negatives, normalize(0.3 * old + 0.7 * new) on the batch's rows only.
+    for bank, old, v in ((crd.bank_s, bank_s, v_s), (crd.bank_t, bank_t, v_t)):
+        assert torch.allclose(bank[index].double(), F.normalize(0.3 * old[index] + 0.7 * v.detach(), dim=1), atol=1e-6)
+        rest = torch.ones(NUM_SAMPLES, dtype=torch.bool)
+        rest[index] = False
+        assert torch.equal(bank[rest].double(), old[rest])
+
+
+def test_shared_negatives_draw_over_all_samples():
+    torch.manual_seed(0)
+    _, crd = crd_setup(nce_k=4000, shared_negatives=True)
+    drawn = crd.sample_shared(torch.device("cpu"))
+    assert drawn.shape == (4000,) and drawn.min() >= 0 and drawn.max() < NUM_SAMPLES
+    counts = torch.bincount(drawn, minlength=NUM_SAMPLES)
+    assert (counts - 100).abs().max() < 6 * 10  # 4000 / 40 = 100 each, sd < 10

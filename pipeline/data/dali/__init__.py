@@ -191,6 +191,10 @@ class DaliLoader:
         trainer will not take, so the random state at each epoch's end is the same in every run."""
         self.max_steps = steps
 
+    def sample_labels(self) -> torch.Tensor:
+        """(num_samples,) int64: the class of every sample, by dataset index (CRD's negative sampler)."""
+        return torch.as_tensor(self.source.sample_labels())
+
     def set_epoch(self, epoch: int, start_step: int = 0):
         """Select the epoch's order; `start_step` skips the steps a resumed run already took."""
         self.epoch, self.start_step = epoch, start_step

@@ -17,6 +17,7 @@ from pipeline.data.folder import FolderListing, list_image_folder
 from pipeline.data.webdataset import COMPONENTS, Shards, list_shards, read_samples  # noqa: F401  (moved here)
 
 
+
 def _add(tar: tarfile.TarFile, name: str, data: bytes):
     info = tarfile.TarInfo(name)
     info.size = len(data)
