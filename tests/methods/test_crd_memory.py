@@ -50,7 +50,7 @@ def test_init_follows_the_official_code():
 
 
 def test_loss_z_and_bank_update_against_a_float64_recomputation():
-    model, crd = crd_setup()
+    model, crd = crd_setup(momentum=0.3)  # asymmetric: swapping old and new rows' weights must show
     batch = make_batch("crd", batch=5)
     out = outputs(model, batch)
     index = batch["index"]
@@ -71,9 +71,9 @@ def test_loss_z_and_bank_update_against_a_float64_recomputation():
     assert torch.allclose(crd.z.double(), z, rtol=1e-5)
     expected = 0.8 * (nce_formula(e_s / z[0], NUM_SAMPLES) + nce_formula(e_t / z[1], NUM_SAMPLES))
     assert loss.item() == pytest.approx(expected, rel=1e-4)
-    # Memory: rows of this batch move to normalize(0.5 * old + 0.5 * new); the others stay.
+    # Memory: rows of this batch move to normalize(0.3 * old + 0.7 * new); the others stay.
     for bank, old, v in ((crd.bank_s, bank_s, v_s), (crd.bank_t, bank_t, v_t)):
-        assert torch.allclose(bank[index].double(), F.normalize(0.5 * old[index] + 0.5 * v, dim=1), atol=1e-6)
+        assert torch.allclose(bank[index].double(), F.normalize(0.3 * old[index] + 0.7 * v, dim=1), atol=1e-6)
         rest = torch.ones(NUM_SAMPLES, dtype=torch.bool)
         rest[index] = False
         assert torch.equal(bank[rest].double(), old[rest])
@@ -98,7 +98,7 @@ def test_more_negatives_than_samples_draws_with_replacement():
 
 def test_two_views_use_view_a():
     """crd+dkd: features are (2B, d); CRD keys the first B rows (view a) by out.index."""
-    model = build_distiller(make_config("crd+dkd", crd={"nce_k": 24})).train()
+    model = build_distiller(make_config("crd+dkd", crd={"nce_k": 24, "momentum": 0.3})).train()
     crd = model.methods[0]
     batch = make_batch("crd+dkd", batch=4)
     out = outputs(model, batch)
@@ -106,4 +106,26 @@ def test_two_views_use_view_a():
     old = crd.bank_s.clone()
     crd(out)
     index = batch["index"]
-    assert torch.allclose(crd.bank_s[index], F.normalize(0.5 * old[index] + 0.5 * v_s, dim=1), atol=1e-6)
+    assert torch.allclose(crd.bank_s[index], F.normalize(0.3 * old[index] + 0.7 * v_s, dim=1), atol=1e-6)
+
+
+def test_bank_update_rule_worked_by_hand():
+    """momentum m = 0.25, 2-d embeddings: row <- normalize(m * old + (1 - m) * new), both banks, other rows kept.
+
+    bank_s row 3: old (1, 0), new (0, 1): (0.25, 0.75) / sqrt(0.625) = (0.316228, 0.948683)
+    bank_t row 3: old (0.6, 0.8), new (1, 0): (0.9, 0.2) / sqrt(0.85) = (0.976187, 0.216930)
+    bank_s row 5: old (0, -1), new (0.8, 0.6): (0.6, 0.2) / sqrt(0.4) = (0.948683, 0.316228)
+    bank_t row 5: old (1, 0), new (1, 0): unchanged (1, 0)
+    """
+    _, crd = crd_setup(momentum=0.25, dim=2)
+    crd.bank_s.fill_(0.5)
+    crd.bank_t.fill_(-0.5)
+    crd.bank_s[3], crd.bank_t[3] = torch.tensor([1.0, 0.0]), torch.tensor([0.6, 0.8])
+    crd.bank_s[5], crd.bank_t[5] = torch.tensor([0.0, -1.0]), torch.tensor([1.0, 0.0])
+    crd.update_banks(torch.tensor([3, 5]), torch.tensor([[0.0, 1.0], [0.8, 0.6]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    assert torch.allclose(crd.bank_s[3], torch.tensor([0.316228, 0.948683]), atol=1e-6)
+    assert torch.allclose(crd.bank_t[3], torch.tensor([0.976187, 0.216930]), atol=1e-6)
+    assert torch.allclose(crd.bank_s[5], torch.tensor([0.948683, 0.316228]), atol=1e-6)
+    assert torch.allclose(crd.bank_t[5], torch.tensor([1.0, 0.0]), atol=1e-6)
+    untouched = [i for i in range(NUM_SAMPLES) if i not in (3, 5)]
+    assert (crd.bank_s[untouched] == 0.5).all() and (crd.bank_t[untouched] == -0.5).all()
