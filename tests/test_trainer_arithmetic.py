@@ -267,3 +267,52 @@ def test_save_at_the_end_of_an_epoch_points_to_the_next_epoch(monkeypatch, tmp_p
     assert [(s["global_step"], s["epoch"], s["step_in_epoch"]) for s in saved] == [(40, 3, 5), (41, 4, 0)]
     assert saved[1]["method"] == "icd" and saved[1]["world_size"] == 2 and saved[1]["skipped_steps"] == 1
     assert fake.last_saved == (41, 4, 0)
+
+
+def test_resume_auto_with_every_checkpoint_failing_is_an_error(tmp_path):
+    for step in (4, 7):
+        write_checkpoint(tmp_path, state_at(step, 0, step))
+    fake, loaded = resume_fake(tmp_path, failing={"step-000000004", "step-000000007"})
+    with pytest.raises(RuntimeError, match="no older complete checkpoint"):
+        Trainer.resume(fake, "auto")
+    assert loaded == ["step-000000007", "step-000000004"] and fake.global_step == 0
+
+
+# ---- one real training step: the SGD update, written out -------------------------------------------------
+def test_a_training_step_applies_one_sgd_update_with_the_scaled_lr(tmp_path, tiny_teacher, demo_root):
+    """p <- p - lr * (grad + wd * p) on the first momentum-SGD step (the buffer starts as the gradient), with
+    lr = 0.4 * 8 / 256 = 0.0125; the gradients are recorded as the optimizer steps, so they must be there
+    then (after backward, before zero_grad) and gone after the step."""
+    from pipeline.config import parse_args
+    from tests.conftest import tiny_run_args
+
+    cfg, _ = parse_args(tiny_run_args(tmp_path, tiny_teacher, **{
+        "method": "none", "train.lr": 0.4, "train.batch_size": 8, "train.weight_decay": 1e-3, "data.per_class": 2,
+        "data.val_per_class": 1}))
+    trainer = Trainer(cfg)
+    params = dict(trainer.model.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    seen = []
+
+    def record(optimizer, args, kwargs):
+        seen.append({"grads": {n: None if p.grad is None else p.grad.clone() for n, p in params.items()},
+                     "groups": [(g["lr"], g["weight_decay"], {id(p) for p in g["params"]}) for g in optimizer.param_groups]})
+
+    getattr(trainer.optimizer, "optimizer", trainer.optimizer).register_step_pre_hook(record)  # accelerate's wrapper
+    trainer.train_step(next(iter(trainer.train_loader)))
+    assert len(seen) == 1, "the optimizer did not step exactly once"
+    grads, groups = seen[0]["grads"], seen[0]["groups"]
+    assert all(lr == pytest.approx(0.0125) for lr, _, _ in groups)
+    decay = {i for _, wd, ids in groups if wd > 0 for i in ids}
+    assert sum(g.abs().sum() for g in grads.values() if g is not None) > 0
+    moved = 0
+    for n, p in params.items():
+        g = grads[n]
+        if g is None:
+            continue
+        wd = 1e-3 if id(p) in decay else 0.0
+        expected = before[n] - 0.0125 * (g + wd * before[n])
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7)
+        moved += int(not torch.equal(p.detach(), before[n]))
+    assert moved > 0
+    assert all(p.grad is None for p in params.values())  # zeroed after the step
