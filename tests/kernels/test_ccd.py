@@ -52,12 +52,12 @@ def rel_err(out, ref):
     return ((out.double() - ref).norm() / ref.norm()).item()
 
 
-def kernel_and_formula(inputs, grad_scale, eps=EPS):
+def kernel_and_formula(inputs, grad_scale, eps=EPS, theta=THETA):
     leaves = [x.clone().requires_grad_() for x in inputs]
-    loss = ccd.ccd_loss(*leaves, THETA, eps)
+    loss = ccd.ccd_loss(*leaves, theta, eps)
     grads = torch.autograd.grad(loss * grad_scale, leaves)
     ref_leaves = [x.detach().double().requires_grad_() for x in inputs]  # bf16-rounded values, exactly
-    ref = ccd_formula(*ref_leaves, eps=eps)
+    ref = ccd_formula(*ref_leaves, theta=theta, eps=eps)
     ref_grads = torch.autograd.grad(ref * grad_scale, ref_leaves)
     assert loss.shape == () and loss.dtype == torch.float32
     for g, x in zip(grads, inputs):
@@ -87,6 +87,19 @@ def test_ccd_matches_formula(B, d, dtype, tol):
 @pytest.mark.parametrize("B, d", [(7, 100), (64, 64)])
 def test_ccd_grad_output(B, d, dtype, tol):
     check(B, d, dtype, tol, grad_scale=0.37)
+
+
+@pytest.mark.parametrize("theta, eps", [(0.0, EPS), (0.7, EPS), (5.0, 0.3), (THETA, 0.05)])
+@pytest.mark.parametrize("B, d", [(7, 20), (20, 40)])
+def test_ccd_non_default_theta_and_eps(B, d, theta, eps):
+    # theta weighs the off-diagonal (forward and backward); eps sits inside every channel's sqrt(var + eps).
+    # At the defaults eps = 1e-5 is invisible next to var ~ 0.5, so eps = 0.05-0.3 makes a dropped or
+    # hard-coded eps fail; theta != 2 catches a hard-coded theta. Both gradients against the formula.
+    inputs = make_inputs(B, d, torch.float32, seed=zlib.crc32(repr((B, d, theta, eps)).encode()))
+    loss, grads, ref, ref_grads = kernel_and_formula(inputs, 0.37, eps=eps, theta=theta)
+    assert rel_err(loss, ref) < 1e-4
+    for name, g, r in zip(("f_s", "f_t"), grads, ref_grads):
+        assert rel_err(g, r) < 1e-4, name
 
 
 @pytest.mark.parametrize("trained", [(0,), (1,)])

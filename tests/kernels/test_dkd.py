@@ -90,11 +90,12 @@ def test_dkd_extreme_logits_stay_finite(dtype, backend, poison, close):
     assert torch.isfinite(g_t).all() and g_t.abs().max() < 1e-2
 
 
-def test_dkd_student_view_grads_are_opposite(backend):
-    # d = s_a - s_b: the two student views get exactly opposite gradients.
-    backend("triton")
-    s_a, s_b, t_a, t_b = views((3, 100), torch.float32, 4)
-    s_a.requires_grad_()
-    s_b.requires_grad_()
-    g_a, g_b = torch.autograd.grad(kernels.dkd_loss(s_a, s_b, t_a, t_b, T), (s_a, s_b))
-    assert g_a.abs().max() > 0 and torch.equal(g_a, -g_b)
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+@pytest.mark.parametrize("temperature", [1.0, 2.5, 7.0])
+@pytest.mark.parametrize("shape", [(7, 10), (3, 1000)])
+def test_dkd_non_default_temperature(shape, temperature, impl, backend, poison, close):
+    # Every gradient (both student views, both teacher views) against the float64 formula at T != 4:
+    # d/ds_b is checked on its own, not as -d/ds_a (which the autograd wrapper returns by construction).
+    backend(impl)
+    check(views(shape, torch.float32, zlib.crc32(repr((shape, temperature)).encode())), temperature, 1e-4, close,
+          grad_output=0.7, teacher_grad=True)

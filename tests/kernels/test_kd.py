@@ -92,6 +92,18 @@ def test_kd_extreme_logits_stay_finite(dtype, backend, poison, close):
     assert torch.isfinite(g_t).all() and g_t.abs().max() < 1e-2
 
 
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+@pytest.mark.parametrize("temperature", [1.0, 2.5, 7.0])
+@pytest.mark.parametrize("shape", [(7, 10), (3, 1000)])
+def test_kd_non_default_temperature(shape, temperature, impl, backend, poison, close):
+    # T enters the logits (1/T), the loss (T^2) and the gradient (T): a kernel that hard-codes the
+    # default T = 4 anywhere passes every test at T = 4, so draw others (student and teacher grads).
+    backend(impl)
+    seed = zlib.crc32(repr((shape, temperature)).encode())
+    check(logits(shape, torch.float32, seed), logits(shape, torch.float32, seed + 1), temperature, 1e-4, close,
+          grad_output=1.3, teacher_grad=True)
+
+
 def test_kd_identical_logits_give_zero(backend):
     backend("triton")
     s = logits((3, 1000), torch.float32, 3).requires_grad_()

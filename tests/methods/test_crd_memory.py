@@ -50,7 +50,7 @@ def test_init_follows_the_official_code():
 
 
 def test_loss_z_and_bank_update_against_a_float64_recomputation():
-    model, crd = crd_setup(momentum=0.3)  # asymmetric: old * momentum + new * (1 - momentum)
+    model, crd = crd_setup(momentum=0.3)  # asymmetric: swapping old and new rows' weights must show
     batch = make_batch("crd", batch=5)
     out = outputs(model, batch)
     index = batch["index"]
@@ -98,7 +98,7 @@ def test_more_negatives_than_samples_draws_with_replacement():
 
 def test_two_views_use_view_a():
     """crd+dkd: features are (2B, d); CRD keys the first B rows (view a) by out.index."""
-    model = build_distiller(make_config("crd+dkd", crd={"nce_k": 24})).train()
+    model = build_distiller(make_config("crd+dkd", crd={"nce_k": 24, "momentum": 0.3})).train()
     crd = model.methods[0]
     batch = make_batch("crd+dkd", batch=4)
     out = outputs(model, batch)
@@ -106,22 +106,29 @@ def test_two_views_use_view_a():
     old = crd.bank_s.clone()
     crd(out)
     index = batch["index"]
-    assert torch.allclose(crd.bank_s[index], F.normalize(0.5 * old[index] + 0.5 * v_s, dim=1), atol=1e-6)
+    assert torch.allclose(crd.bank_s[index], F.normalize(0.3 * old[index] + 0.7 * v_s, dim=1), atol=1e-6)
 
 
-def test_bank_update_by_hand():
-    """Row 3 of each bank = e0, new embedding e1, momentum 0.3 -> (0.3, 0.7) / sqrt(0.58); row 5 untouched."""
-    _, crd = crd_setup(momentum=0.3)
-    e0, e1 = torch.eye(128)[0], torch.eye(128)[1]
-    for bank in (crd.bank_s, crd.bank_t):
-        bank[3] = e0
-    other_s, other_t = crd.bank_s[5].clone(), crd.bank_t[5].clone()
-    crd.update_banks(torch.tensor([3]), e1[None], -e1[None])
-    norm = math.sqrt(0.3**2 + 0.7**2)
-    assert crd.bank_s[3, :2].tolist() == pytest.approx([0.3 / norm, 0.7 / norm], abs=1e-6)
-    assert crd.bank_t[3, :2].tolist() == pytest.approx([0.3 / norm, -0.7 / norm], abs=1e-6)
-    assert crd.bank_s[3, 2:].abs().max() == 0 and crd.bank_t[3, 2:].abs().max() == 0
-    assert torch.equal(crd.bank_s[5], other_s) and torch.equal(crd.bank_t[5], other_t)
+def test_bank_update_rule_worked_by_hand():
+    """momentum m = 0.25, 2-d embeddings: row <- normalize(m * old + (1 - m) * new), both banks, other rows kept.
+
+    bank_s row 3: old (1, 0), new (0, 1): (0.25, 0.75) / sqrt(0.625) = (0.316228, 0.948683)
+    bank_t row 3: old (0.6, 0.8), new (1, 0): (0.9, 0.2) / sqrt(0.85) = (0.976187, 0.216930)
+    bank_s row 5: old (0, -1), new (0.8, 0.6): (0.6, 0.2) / sqrt(0.4) = (0.948683, 0.316228)
+    bank_t row 5: old (1, 0), new (1, 0): unchanged (1, 0)
+    """
+    _, crd = crd_setup(momentum=0.25, dim=2)
+    crd.bank_s.fill_(0.5)
+    crd.bank_t.fill_(-0.5)
+    crd.bank_s[3], crd.bank_t[3] = torch.tensor([1.0, 0.0]), torch.tensor([0.6, 0.8])
+    crd.bank_s[5], crd.bank_t[5] = torch.tensor([0.0, -1.0]), torch.tensor([1.0, 0.0])
+    crd.update_banks(torch.tensor([3, 5]), torch.tensor([[0.0, 1.0], [0.8, 0.6]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    assert torch.allclose(crd.bank_s[3], torch.tensor([0.316228, 0.948683]), atol=1e-6)
+    assert torch.allclose(crd.bank_t[3], torch.tensor([0.976187, 0.216930]), atol=1e-6)
+    assert torch.allclose(crd.bank_s[5], torch.tensor([0.948683, 0.316228]), atol=1e-6)
+    assert torch.allclose(crd.bank_t[5], torch.tensor([1.0, 0.0]), atol=1e-6)
+    untouched = [i for i in range(NUM_SAMPLES) if i not in (3, 5)]
+    assert (crd.bank_s[untouched] == 0.5).all() and (crd.bank_t[untouched] == -0.5).all()
 
 
 def test_official_sampler_draws_uniformly_from_other_classes():

@@ -38,7 +38,7 @@ def worker(rank: int, port: int, out_dir: str):
     record = {}
 
     # CRD: two steps on different local batches; every rank's banks must follow the global update.
-    crd = build_distiller(make_config("crd", crd={"nce_k": 24}), seed=0).methods[0]
+    crd = build_distiller(make_config("crd", crd={"nce_k": 24, "momentum": 0.3}), seed=0).methods[0]
     torch.manual_seed(0)  # the shared RNG stream, as set_seed gives every rank
     record["contrast"] = crd.sample_contrast(torch.zeros(B, dtype=torch.long))
     record["banks"] = [(crd.bank_s.clone(), crd.bank_t.clone())]
@@ -75,7 +75,7 @@ def test_two_processes(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
     # CRD: identical banks and Z on both ranks, equal to the update with all ranks' samples.
-    crd = build_distiller(make_config("crd", crd={"nce_k": 24}), seed=0).methods[0]
+    crd = build_distiller(make_config("crd", crd={"nce_k": 24, "momentum": 0.3}), seed=0).methods[0]
     crd.embed_s.load_state_dict(ranks[0]["crd_embed"][0])
     crd.embed_t.load_state_dict(ranks[0]["crd_embed"][1])
     for step in range(2):
@@ -88,8 +88,8 @@ def test_two_processes(tmp_path):
         with torch.no_grad():  # the embedding heads do not change in this test (no optimizer step)
             v_s = F.normalize(crd.embed_s(batch["f_s"]), dim=1)
             v_t = F.normalize(crd.embed_t(batch["f_t"]), dim=1)
-        assert torch.allclose(new_s[index], F.normalize(0.5 * old_s[index] + 0.5 * v_s, dim=1), atol=1e-6)
-        assert torch.allclose(new_t[index], F.normalize(0.5 * old_t[index] + 0.5 * v_t, dim=1), atol=1e-6)
+        assert torch.allclose(new_s[index], F.normalize(0.3 * old_s[index] + 0.7 * v_s, dim=1), atol=1e-6)
+        assert torch.allclose(new_t[index], F.normalize(0.3 * old_t[index] + 0.7 * v_t, dim=1), atol=1e-6)
     assert torch.equal(ranks[0]["z"], ranks[1]["z"]) and (ranks[0]["z"] > 0).all()
     assert not torch.equal(ranks[0]["contrast"][:, 1:], ranks[1]["contrast"][:, 1:])  # each rank its own negatives
 

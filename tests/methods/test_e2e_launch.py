@@ -42,7 +42,10 @@ def test_method_trains_on_two_processes(runs, method):
     ranks, run_root = runs
     summary = ranks[0][method]["summary"]
     assert summary["method"] == method and summary["val_images"] == 40
-    assert math.isfinite(summary["student_top1"])
+    for key in ("student_top1", "student_top5", "teacher_top1"):  # whole images out of 40, each counted once
+        hits = summary[key] * 40 / 100
+        assert 0 <= hits <= 40 and abs(hits - round(hits)) < 1e-6, (key, summary[key])
+    assert summary["student_top5"] >= summary["student_top1"]
     train = metrics(run_root / method.replace("+", "_"), "train")[:3]  # the first run (resumed ones go on)
     assert [m["step"] for m in train] == [1, 2, 3]
     terms = {k[len("loss/"):] for k in train[-1] if k.startswith("loss/")}

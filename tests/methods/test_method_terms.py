@@ -1,11 +1,16 @@
-"""What each method's terms are: view pairing, weights, what is detached, SLKD's teachers, combination errors."""
+"""What each method's terms are: view pairing, weights, what is detached, SLKD's teachers, combination errors.
+
+Expected values come from tests/methods/formulas.py (float64, explicit loops), never from kernels.reference,
+which is what the methods themselves call on CPU. Hyperparameters are off their defaults so a method that
+ignores its config (or a kernel that hard-codes a default) fails.
+"""
 import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import reference
+from formulas import ccd_formula, dkd_formula, icd_formula, kd_formula
 from method_fixtures import TEACHER_DIM, build_distiller, make_batch, make_config
 from pipeline.methods import Method, NetOutput, Outputs, parse_method
 from pipeline.methods.slkd import build_seeded
@@ -21,75 +26,89 @@ def halves(x):
     return x.chunk(2)
 
 
+def f64(x):
+    return x.detach().double()
+
+
 def test_ccd_pairs_each_student_view_with_the_other_teacher_view():
-    model = build_distiller(make_config("ccd")).train()
+    # Non-default theta and eps (the method must pass its own, not the kernel's defaults); the expected
+    # value is the float64 formula of tests/methods/formulas.py, never kernels.reference.
+    model = build_distiller(make_config("ccd", ccd={"theta": 0.9, "eps": 0.01})).train()
     batch = make_batch("ccd")
     out = outputs(model, batch)
     ccd = model.methods[0]
     assert ccd.weight == pytest.approx(25.6 / TEACHER_DIM)
-    c_a, c_b = halves(ccd.transform(out.student.features))
-    t_a, t_b = halves(batch["teacher"].features)
-    crosswise = reference.ccd_loss(c_a, t_b) + reference.ccd_loss(c_b, t_a)
-    samewise = reference.ccd_loss(c_a, t_a) + reference.ccd_loss(c_b, t_b)
-    got = ccd(out)["ccd"]
-    assert torch.allclose(got, ccd.weight * crosswise, rtol=1e-5)
-    assert not torch.allclose(got, ccd.weight * samewise, rtol=1e-3)
+    c_a, c_b = halves(f64(ccd.transform(out.student.features)))
+    t_a, t_b = halves(f64(batch["teacher"].features))
+    crosswise = ccd_formula(c_a, t_b, 0.9, 0.01) + ccd_formula(c_b, t_a, 0.9, 0.01)
+    samewise = ccd_formula(c_a, t_a, 0.9, 0.01) + ccd_formula(c_b, t_b, 0.9, 0.01)
+    got = ccd(out)["ccd"].double()
+    assert torch.allclose(got, 25.6 / TEACHER_DIM * crosswise, rtol=1e-5)
+    assert not torch.allclose(got, 25.6 / TEACHER_DIM * samewise, rtol=1e-3)
     assert build_distiller(make_config("ccd", ccd={"weight": 0.4})).methods[0].weight == 0.4
 
 
 def test_dkd_is_kd_on_view_differences():
-    model = build_distiller(make_config("dkd")).train()
+    model = build_distiller(make_config("dkd", dkd={"temperature": 3.0, "weight": 0.7})).train()
     batch = make_batch("dkd")
     out = outputs(model, batch)
-    s_a, s_b = halves(out.student.logits)
-    t_a, t_b = halves(batch["teacher"].logits)
-    d_s, d_t = s_a - s_b, t_a - t_b
-    expected = 0.5 * (reference.kd_loss(d_s, d_t, 4.0) + reference.kd_loss(-d_s, -d_t, 4.0))
-    assert torch.allclose(model.methods[0](out)["dkd"], expected, rtol=1e-5)
+    s_a, s_b = halves(f64(out.student.logits))
+    t_a, t_b = halves(f64(batch["teacher"].logits))
+    expected = 0.7 * dkd_formula(s_a, s_b, t_a, t_b, 3.0)
+    assert torch.allclose(model.methods[0](out)["dkd"].double(), expected, rtol=1e-5)
+    # view a minus view b, not b minus a: the two directions weigh the softmaxes differently
+    swapped = 0.7 * dkd_formula(s_a, s_b, t_b, t_a, 3.0)
+    assert not torch.allclose(expected, swapped, rtol=1e-3)
 
 
 def test_kd_and_ce_average_over_both_views():
-    model = build_distiller(make_config("dccd")).train()
+    model = build_distiller(make_config("dccd", kd={"temperature": 2.0, "weight": 0.6},
+                                        train={"ce_weight": 1.5})).train()
     batch = make_batch("dccd")
     terms = model(**batch)
-    logits = model.student(batch["images"])[0]
-    per_view = [reference.kd_loss(s, t, 4.0) for s, t in zip(halves(logits), halves(batch["teacher"].logits))]
-    assert torch.allclose(terms["kd"], sum(per_view) / 2, rtol=1e-5)
-    ce = [F.cross_entropy(s, y) for s, y in zip(halves(logits), halves(batch["labels"]))]
-    assert torch.allclose(terms["ce"], sum(ce) / 2, rtol=1e-5)
+    logits = f64(model.student(batch["images"])[0])
+    per_view = [kd_formula(s, t, 2.0) for s, t in zip(halves(logits), halves(f64(batch["teacher"].logits)))]
+    assert torch.allclose(terms["kd"].double(), 0.6 * sum(per_view) / 2, rtol=1e-5)
+    # CE by hand: -log softmax(logits)[label], averaged over all 2B rows (both views)
+    log_p = logits - logits.logsumexp(dim=1, keepdim=True)
+    ce = -log_p[torch.arange(logits.shape[0]), batch["labels"]].mean()
+    assert torch.allclose(terms["ce"].double(), 1.5 * ce, rtol=1e-5)
 
 
 def test_icd_averages_views_and_keeps_the_teacher_features_out_of_the_graph():
-    model = build_distiller(make_config("icd+ccd")).train()
+    # alpha and max_scale off their defaults (exp(1) = 2.72 > 2: the clamp at 2 decides the scale)
+    model = build_distiller(make_config("icd+ccd", icd={"alpha": 0.8, "max_scale": 2.0, "weight": 1.3})).train()
     batch = make_batch("icd+ccd")
     batch["teacher"].features.requires_grad_(True)
     out = outputs(model, batch)
     icd = model.methods[0]
-    z_s = F.normalize(icd.head_s(out.student.features), dim=1)
-    z_t = F.normalize(icd.head_t(batch["teacher"].features), dim=1)
-    per_view = [reference.icd_loss(s, t, icd.log_scale, icd.bias) for s, t in zip(halves(z_s), halves(z_t))]
+    z_s = F.normalize(f64(icd.head_s(out.student.features)), dim=1)
+    z_t = F.normalize(f64(icd.head_t(batch["teacher"].features)), dim=1)
+    per_view = [icd_formula(s, t, f64(icd.log_scale), f64(icd.bias), alpha=0.8, max_scale=2.0)
+                for s, t in zip(halves(z_s), halves(z_t))]
     got = icd(out)["icd"]
-    assert torch.allclose(got, sum(per_view) / 2, rtol=1e-5)
+    assert torch.allclose(got.double(), 1.3 * sum(per_view) / 2, rtol=1e-5)
     got.backward()
     assert batch["teacher"].features.grad is None  # f_t is detached
     assert icd.head_t.weight.grad.abs().sum() > 0  # while the teacher's head learns
 
 
 def test_slkd_student_loss_follows_eq7():
-    cfg = make_config("slkd", slkd={"lam": 1.5, "eta": 2.0, "alpha": 0.2, "rho": 0.3})
+    cfg = make_config("slkd", slkd={"lam": 1.5, "eta": 2.0, "alpha": 0.2, "rho": 0.3, "temperature": 3.0})
     model = build_distiller(cfg).train()
     batch = make_batch("slkd")
     terms = model(**batch)
     slkd = model.methods[0]
     assert model.ce_weight == pytest.approx((1.5 + 2.0) * 0.2)  # both CE terms of eq. 7, folded
-    s = model.student(batch["images"])[0]
-    y1, y2 = slkd.sl1(batch["images"])[0], slkd.sl2(batch["images"])[0]
-    t, y = batch["teacher"].logits, batch["labels"]
-    assert torch.allclose(terms["slkd_teacher"], 1.5 * 0.8 * reference.kd_loss(s, t, 4.0), rtol=1e-5)
-    assert torch.allclose(terms["slkd_sl"], 2.0 * 0.8 * reference.kd_loss(s, 0.3 * y1 + 0.7 * y2, 4.0), rtol=1e-5)
+    s = f64(model.student(batch["images"])[0])
+    y1, y2 = f64(slkd.sl1(batch["images"])[0]), f64(slkd.sl2(batch["images"])[0])
+    t, y = f64(batch["teacher"].logits), batch["labels"]
+    assert torch.allclose(terms["slkd_teacher"].double(), 1.5 * 0.8 * kd_formula(s, t, 3.0), rtol=1e-5)
+    assert torch.allclose(terms["slkd_sl"].double(), 2.0 * 0.8 * kd_formula(s, 0.3 * y1 + 0.7 * y2, 3.0), rtol=1e-5)
     for name, logits in (("sl1", y1), ("sl2", y2)):  # eq. 4-5
-        expected = 0.2 * F.cross_entropy(logits, y) + 0.8 * reference.kd_loss(logits, t, 4.0)
-        assert torch.allclose(terms[name], expected, rtol=1e-5)
+        ce = -(logits - logits.logsumexp(dim=1, keepdim=True))[torch.arange(len(y)), y].mean()
+        expected = 0.2 * ce + 0.8 * kd_formula(logits, t, 3.0)
+        assert torch.allclose(terms[name].double(), expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("detach", [True, False])

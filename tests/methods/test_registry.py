@@ -60,6 +60,18 @@ def test_step_is_finite_and_reaches_every_parameter(spec):
             assert any(p.grad.abs().sum() > 0 for p in params), f"{name} has an all-zero gradient"
 
 
+def decays_by_module_type(model) -> dict[str, bool]:
+    """Whether each parameter should decay, from the kind of layer that owns it (not from the rule the
+    trainer uses, parameter ndim): convolution and linear weights decay; biases, norm layers and bare
+    method parameters (ICD's tau and b) do not."""
+    expected = {}
+    for module_name, module in model.named_modules():
+        for name, _ in module.named_parameters(recurse=False):
+            full = f"{module_name}.{name}" if module_name else name
+            expected[full] = isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and name == "weight"
+    return expected
+
+
 @pytest.mark.parametrize("spec", SPECS)
 def test_optimizer_groups(spec):
     cfg = make_config(spec)
@@ -69,10 +81,11 @@ def test_optimizer_groups(spec):
     grouped = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
     assert sorted(grouped) == sorted(names.values())  # every parameter exactly once
     decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    no_decay = {f"methods.{i}.{n}" for i, m in enumerate(model.methods) for n in m.no_weight_decay()}
-    for name, p in model.named_parameters():
-        should_decay = p.ndim > 1 and name not in no_decay
+    expected = decays_by_module_type(model)
+    assert set(expected) == set(names.values())
+    for name, should_decay in expected.items():
         assert (name in decayed) == should_decay, name
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {0.0, cfg.train.weight_decay}
     for i, m in enumerate(model.methods):
         if isinstance(m, ICD):
             assert {f"methods.{i}.log_scale", f"methods.{i}.bias"}.isdisjoint(decayed)
