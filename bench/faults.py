@@ -6,9 +6,11 @@ resumes with `--resume auto` after each; the final weights are compared with an 
 Fault kinds: `kill_one` (SIGKILL one rank; the launcher's agent tears down the other), `term_all`
 (SIGTERM to every rank, as at preemption), `usr1_one` (SIGUSR1 to one rank, Slurm's warning before the
 time limit), `disk_full` (ENOSPC on one rank while a checkpoint is written, injected by a sitecustomize
-on PYTHONPATH for that launch only: production code has no hook) and `truncate` (the run is stopped,
-then a file of its newest complete checkpoint is cut in half). Each fault fires `delay` steps after the
-step the launch resumed from. Prints a table per kind and one JSON line (`FAULTS {...}`).
+on PYTHONPATH for that launch only: production code has no hook) fire `delay` steps after the step the
+launch resumed from; `truncate` cuts the largest file of the newest complete checkpoint in half between
+two launches (after the previous fault). "Steps redone" is the global step at the fault (for
+`truncate`: of the checkpoint cut) minus the step the next launch resumed from. Prints a table per kind
+and one JSON line (`FAULTS {...}`).
 """
 from __future__ import annotations
 
@@ -158,7 +160,7 @@ def launch(args: list[str], run_dir: Path, log: Path, fault: Fault | None, work:
                     signal_ranks(proc, [fault.rank], signal.SIGKILL)
                 elif fault.kind == "usr1_one":
                     signal_ranks(proc, [fault.rank], signal.SIGUSR1)
-                else:  # term_all, and truncate (stopped cleanly first; the checkpoint is cut afterwards)
+                else:  # term_all
                     signal_ranks(proc, [0, 1], signal.SIGTERM)
                 injected = True
         time.sleep(0.05)
@@ -170,33 +172,46 @@ def launch(args: list[str], run_dir: Path, log: Path, fault: Fault | None, work:
               "finished": (run_dir / "student.safetensors").exists(), "wall_s": round(time.time() - t0, 1)}
     if fault and fault.kind == "disk_full":
         injected = "injected by bench/faults.py" in log.read_text(errors="replace")
-    if injected and fault.kind == "truncate":
-        record["truncated"] = truncate_newest(run_dir)
     record["injected"] = injected
     return record
 
 
 def soak(args: list[str], run_dir: Path, faults: list[Fault], work: Path, launch_timeout: float = 600,
-         max_crashes: int = 3) -> tuple[list[dict], list[dict]]:
-    """Launch, inject, relaunch until the run finishes. Returns (one record per fault, every launch)."""
+         max_crashes: int = 3, deadline: float = math.inf) -> tuple[list[dict], list[dict]]:
+    """Launch, inject, relaunch until the run finishes (or time.time() passes `deadline`: no new launch).
+    Returns (one record per fault, every launch); each launch is also appended to <work>/launches.jsonl."""
     work.mkdir(parents=True, exist_ok=True)
     pending, launches, records, crashes = list(faults), [], [], 0
-    while True:
+    while time.time() < deadline:
+        if pending and pending[0].kind == "truncate":  # between runs, before the next launch
+            newest = latest_step(run_dir)
+            if newest:
+                for r in records:  # the previous fault would have resumed from the checkpoint now cut
+                    r.setdefault("resume_point", newest)
+                records.append({**asdict(pending.pop(0)), "launch": len(launches), "fault_step": newest,
+                                "truncated": truncate_newest(run_dir)})
+            else:  # nothing to cut yet: after the next fault of another kind (dropped if none is left)
+                cut = pending.pop(0)
+                other = next((i for i, f in enumerate(pending) if f.kind != "truncate"), None)
+                if other is not None:
+                    pending.insert(other + 1, cut)
+            continue
         fault = pending[0] if pending else None
         rec = launch(args, run_dir, work / f"launch-{len(launches):03d}.log", fault, work, launch_timeout)
         rec["fault"] = asdict(fault) if fault and rec["injected"] else None
         launches.append(rec)
-        if records and "resumed_after" not in records[-1]:  # this launch shows how the last fault was survived
-            records[-1]["resumed_after"] = rec["resumed_from"]
-            records[-1]["redone"] = None if rec["resumed_from"] is None else (
-                records[-1]["fault_step"] - rec["resumed_from"])
-            records[-1]["survived"] = rec["resumed_from"] is not None and (
-                rec["finished"] or (rec["last_step"] or 0) > records[-1]["fault_step"])
+        with open(work / "launches.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        for r in records:  # this launch shows how the faults before it were survived
+            if "survived" not in r:
+                r["resumed_after"] = r.pop("resume_point", rec["resumed_from"])
+                r["redone"] = None if r["resumed_after"] is None else r["fault_step"] - r["resumed_after"]
+                r["survived"] = rec["resumed_from"] is not None and (
+                    rec["finished"] or (rec["last_step"] or 0) > r["fault_step"])
         if rec["injected"]:
             pending.pop(0)
             records.append({**asdict(fault), "launch": len(launches) - 1, "rc": rec["rc"], "hung": rec["hung"],
-                            "fault_step": rec["last_step"] or 0, **({"truncated": rec["truncated"]}
-                                                                    if "truncated" in rec else {})})
+                            "fault_step": rec["last_step"] or 0})
         if rec["finished"]:
             for r in records:
                 r.setdefault("survived", True)  # a fault landing after the last step: the run still finished
@@ -205,6 +220,7 @@ def soak(args: list[str], run_dir: Path, faults: list[Fault], work: Path, launch
             crashes += 1  # a failure nobody injected: resume again, a few times, and report it
             if crashes > max_crashes:
                 return records, launches
+    return records, launches
 
 
 def compare(run_dir: Path, reference: Path) -> dict:
@@ -272,15 +288,16 @@ def main():
     p.add_argument("--steps-per-epoch", type=int, default=6)
     p.add_argument("--checkpoint-every", type=int, default=3)
     p.add_argument("--epochs", type=int, default=0, help="0: enough steps for every fault to land")
-    p.add_argument("--work", type=Path, default=Path("/tmp/kdpipe-faults"), help="emptied first")
+    p.add_argument("--work", type=Path, default=Path("/tmp/kdpipe-faults"),
+                   help="the soak's folder (emptied first; an uninterrupted reference of the same arguments is reused)")
     p.add_argument("--launch-timeout", type=float, default=600)
+    p.add_argument("--max-wall", type=float, default=math.inf, help="seconds: no new launch after this; report")
     a = p.parse_args()
     kinds = a.kinds.split(",")
     if bad := set(kinds) - set(KINDS):
         sys.exit(f"error: --kinds {','.join(sorted(bad))}: choose from {', '.join(KINDS)}")
     import shutil
 
-    shutil.rmtree(a.work, ignore_errors=True)
     every, spe = a.checkpoint_every, a.steps_per_epoch
     faults = plan(a.faults, a.seed, max_delay=2 * every, kinds=kinds)
     epochs = a.epochs or max(2, math.ceil(a.faults * (every + 1) / spe))
@@ -290,17 +307,24 @@ def main():
                  "train.checkpoint_every": every, "train.keep_checkpoints": 3, "train.dist_timeout_s": 30,
                  "teacher.arch": "resnet10t", "teacher.checkpoint": str(teacher), "teacher.train_if_missing": False}
     t0, load0 = time.time(), load_average()
-    print(f"[faults] reference: {epochs} epochs x {spe} steps, uninterrupted", file=sys.stderr, flush=True)
-    ref = launch(tiny_args(a.work / "reference", **overrides), a.work / "reference" / "tiny",
-                 a.work / "reference.log", None, a.work, a.launch_timeout)
-    if not ref["finished"]:
-        sys.exit(f"error: the uninterrupted reference run failed (rc {ref['rc']}):\n{tail(a.work / 'reference.log')}")
-    print(f"[faults] reference done in {ref['wall_s']} s; soak with {a.faults} faults", file=sys.stderr, flush=True)
+    ref_args, ref = tiny_args(a.work / "reference", **overrides), {"wall_s": "reused"}
+    if json.loads((a.work / "reference" / "args.json").read_text() if (a.work / "reference" / "args.json").is_file()
+                  else "null") != ref_args or not (a.work / "reference" / "tiny" / "student.safetensors").is_file():
+        shutil.rmtree(a.work / "reference", ignore_errors=True)
+        print(f"[faults] reference: {epochs} epochs x {spe} steps, uninterrupted", file=sys.stderr, flush=True)
+        ref = launch(ref_args, a.work / "reference" / "tiny", a.work / "reference.log", None, a.work,
+                     a.launch_timeout)
+        if not ref["finished"]:
+            sys.exit(f"error: the uninterrupted reference failed (rc {ref['rc']}):\n{tail(a.work / 'reference.log')}")
+        (a.work / "reference" / "args.json").write_text(json.dumps(ref_args))
+    print(f"[faults] reference: {ref['wall_s']} s; soak with {a.faults} faults", file=sys.stderr, flush=True)
+    shutil.rmtree(a.work / "runs", ignore_errors=True)
+    shutil.rmtree(a.work / "logs", ignore_errors=True)
     run_dir = a.work / "runs" / "tiny"
     records, launches = soak(tiny_args(a.work / "runs", **overrides), run_dir, faults, a.work / "logs",
-                             a.launch_timeout)
+                             a.launch_timeout, deadline=t0 + a.max_wall)
     rows, totals = summarise(records, a.faults)
-    result = {**totals, **compare(run_dir, a.work / "reference" / "tiny"), "finished": launches[-1]["finished"],
+    result = {**totals, **compare(run_dir, a.work / "reference" / "tiny"), "finished": bool(launches) and launches[-1]["finished"],
               "launches": len(launches), "uninjected_failures": sum(
                   1 for r in launches if not r["injected"] and (r["rc"] or r["hung"])),
               "backend": a.backend, "method": a.method, "seed": a.seed, "epochs": epochs, "steps_per_epoch": spe,
