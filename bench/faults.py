@@ -186,8 +186,9 @@ def soak(args: list[str], run_dir: Path, faults: list[Fault], work: Path, launch
         if pending and pending[0].kind == "truncate":  # between runs, before the next launch
             newest = latest_step(run_dir)
             if newest:
-                for r in records:  # the previous fault would have resumed from the checkpoint now cut
-                    r.setdefault("resume_point", newest)
+                for r in records:  # a fault not yet resumed from would have resumed from the checkpoint now cut
+                    if r["launch"] + (r["kind"] != "truncate") == len(launches):
+                        r.setdefault("resume_point", newest)
                 records.append({**asdict(pending.pop(0)), "launch": len(launches), "fault_step": newest,
                                 "truncated": truncate_newest(run_dir)})
             else:  # nothing to cut yet: after the next fault of another kind (dropped if none is left)
@@ -202,25 +203,33 @@ def soak(args: list[str], run_dir: Path, faults: list[Fault], work: Path, launch
         launches.append(rec)
         with open(work / "launches.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
-        for r in records:  # this launch shows how the faults before it were survived
-            if "survived" not in r:
-                r["resumed_after"] = r.pop("resume_point", rec["resumed_from"])
-                r["redone"] = None if r["resumed_after"] is None else r["fault_step"] - r["resumed_after"]
-                r["survived"] = rec["resumed_from"] is not None and (
-                    rec["finished"] or (rec["last_step"] or 0) > r["fault_step"])
         if rec["injected"]:
             pending.pop(0)
             records.append({**asdict(fault), "launch": len(launches) - 1, "rc": rec["rc"], "hung": rec["hung"],
                             "fault_step": rec["last_step"] or 0})
         if rec["finished"]:
-            for r in records:
-                r.setdefault("survived", True)  # a fault landing after the last step: the run still finished
-            return records, launches
+            break
         if not rec["injected"] and (rec["rc"] != 0 or rec["hung"]):
             crashes += 1  # a failure nobody injected: resume again, a few times, and report it
             if crashes > max_crashes:
-                return records, launches
-    return records, launches
+                break
+    return judge(records, launches), launches
+
+
+def judge(records: list[dict], launches: list[dict]) -> list[dict]:
+    """Per fault: where the run restarted (for a fault followed by a truncation: the checkpoint that was
+    then cut), the steps redone, and survived = the launch after it resumed and trained on (or finished)."""
+    for r in records:
+        after = r["launch"] + (r["kind"] != "truncate")
+        if after >= len(launches):  # the fault landed in the last launch: survived if it still finished
+            r.update(resumed_after=None, redone=None, survived=bool(launches) and launches[-1]["finished"])
+            continue
+        nxt = launches[after]
+        r["resumed_after"] = r.get("resume_point", nxt["resumed_from"])
+        r["redone"] = None if r["resumed_after"] is None else r["fault_step"] - r["resumed_after"]
+        r["survived"] = nxt["resumed_from"] is not None and (
+            nxt["finished"] or (nxt["last_step"] or 0) > nxt["resumed_from"])
+    return records
 
 
 def compare(run_dir: Path, reference: Path) -> dict:
