@@ -178,11 +178,15 @@ def launch(args: list[str], run_dir: Path, log: Path, fault: Fault | None, work:
 
 def soak(args: list[str], run_dir: Path, faults: list[Fault], work: Path, launch_timeout: float = 600,
          max_crashes: int = 3, deadline: float = math.inf) -> tuple[list[dict], list[dict]]:
-    """Launch, inject, relaunch until the run finishes (or time.time() passes `deadline`: no new launch).
+    """Launch, inject, relaunch until the run finishes; past `deadline` (time.time()) no fault is injected
+    any more, so one last launch finishes the run and the weights can still be compared.
     Returns (one record per fault, every launch); each launch is also appended to <work>/launches.jsonl."""
     work.mkdir(parents=True, exist_ok=True)
     pending, launches, records, crashes = list(faults), [], [], 0
-    while time.time() < deadline:
+    while True:
+        if pending and time.time() >= deadline:
+            print(f"[faults] time box reached: {len(pending)} faults not injected; finishing the run", file=sys.stderr)
+            pending.clear()
         if pending and pending[0].kind == "truncate":  # between runs, before the next launch
             newest = latest_step(run_dir)
             if newest:
@@ -300,7 +304,8 @@ def main():
     p.add_argument("--work", type=Path, default=Path("/tmp/kdpipe-faults"),
                    help="the soak's folder (emptied first; an uninterrupted reference of the same arguments is reused)")
     p.add_argument("--launch-timeout", type=float, default=600)
-    p.add_argument("--max-wall", type=float, default=math.inf, help="seconds: no new launch after this; report")
+    p.add_argument("--max-wall", type=float, default=math.inf,
+                   help="seconds: no fault injected after this; one more launch finishes the run")
     a = p.parse_args()
     kinds = a.kinds.split(",")
     if bad := set(kinds) - set(KINDS):
