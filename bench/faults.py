@@ -213,8 +213,8 @@ def soak(args: list[str], run_dir: Path, faults: list[Fault], work: Path, launch
                             "fault_step": rec["last_step"] or 0})
         if rec["finished"]:
             break
-        if not rec["injected"] and (rec["rc"] != 0 or rec["hung"]):
-            crashes += 1  # a failure nobody injected: resume again, a few times, and report it
+        if not rec["injected"]:
+            crashes += 1  # stopped without an injected fault: resume again, a few times, and report it
             if crashes > max_crashes:
                 break
     return judge(records, launches), launches
@@ -340,7 +340,7 @@ def main():
     rows, totals = summarise(records, a.faults)
     result = {**totals, **compare(run_dir, a.work / "reference" / "tiny"), "finished": bool(launches) and launches[-1]["finished"],
               "launches": len(launches), "uninjected_failures": sum(
-                  1 for r in launches if not r["injected"] and (r["rc"] or r["hung"])),
+                  1 for r in launches if not r["injected"] and not r["finished"]),
               "backend": a.backend, "method": a.method, "seed": a.seed, "epochs": epochs, "steps_per_epoch": spe,
               "checkpoint_every": every, "reference_wall_s": ref["wall_s"], "wall_s": round(time.time() - t0),
               "load_average": [round(load0, 2), round(load_average(), 2)]}
