@@ -132,11 +132,11 @@ def start_sbatch(tmp: Path, args: list[str], log: Path, **env) -> subprocess.Pop
     return start(["bash", str(SBATCH), *args], {**fake_slurm_env(tmp), **env}, log)
 
 
-def start_accelerate(args: list[str], log: Path, processes: int = 2) -> subprocess.Popen:
+def start_accelerate(args: list[str], log: Path, processes: int = 2, env: dict | None = None) -> subprocess.Popen:
     cmd = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_machines", "1",
            "--num_processes", str(processes), "--main_process_port", str(free_port()), "--monitor_interval", "1",
            str(REPO / "launch" / "imagenet.py"), *args]
-    return start(cmd, base_env(), log)
+    return start(cmd, {**base_env(), **(env or {})}, log)
 
 
 def tail(log: Path, lines: int = 60) -> str:
