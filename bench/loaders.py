@@ -77,7 +77,7 @@ def timed_epoch(loader, epoch: int) -> tuple[float, float, int]:
     loader.set_epoch(epoch)
     cpu, start, images = tree_cpu_seconds(), time.perf_counter(), 0
     for batch in loader:
-        images += batch["views"][0].shape[0]
+        images += batch["labels"].shape[0]
     wall = time.perf_counter() - start
     return images / wall, (tree_cpu_seconds() - cpu) / images * 1e3, images
 
