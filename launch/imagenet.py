@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 import torch  # noqa: E402
 from accelerate import PartialState  # noqa: E402
 
+from pipeline.benchmark import parse_benchmark_args, run_benchmark  # noqa: E402
 from pipeline.config import ConfigError, parse_args  # noqa: E402
 from pipeline.methods import METHODS, parse_method  # noqa: E402
 from pipeline.trainer import Trainer, process_group_kwargs  # noqa: E402
@@ -45,6 +46,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
+    bench, argv = parse_benchmark_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg, args = parse_args(argv)
         names = parse_method(cfg.method)
@@ -54,6 +56,8 @@ def main(argv=None):
     state = PartialState(cpu=not torch.cuda.is_available(), **process_group_kwargs(cfg))
     if not state.is_main_process:  # one process logs; the others warn only
         logging.getLogger().setLevel(logging.WARNING)
+    if bench.benchmark:  # --benchmark step|loader: measure, do not train (pipeline/benchmark.py)
+        return run_benchmark(cfg, bench)
     needs_teacher = any(METHODS[n].needs_teacher for n in names)
     if needs_teacher and cfg.teacher.train_if_missing and not Path(cfg.teacher.checkpoint).is_file():
         if not train_missing_teacher(cfg):

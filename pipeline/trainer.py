@@ -125,10 +125,15 @@ class Trainer:
         if not (self.cfg.teacher.checkpoint or self.cfg.teacher.pretrained):
             raise ValueError("the method needs a teacher: set teacher.checkpoint (a local .safetensors or state "
                              "dict) or teacher.pretrained, or set teacher.train_if_missing to train one first")
-        teacher = freeze(self.create_network(self.cfg.teacher)).to(self.accelerator.device)
+        return self.place_teacher(freeze(self.create_network(self.cfg.teacher)))
+
+    def place_teacher(self, teacher: Network) -> Network:
+        """On the device, channels_last on CUDA; the step runs `teacher_fn`, a copy with BatchNorm folded
+        into the convolutions (compiled with its weights frozen in `create_compiled_step`)."""
+        teacher = teacher.to(self.accelerator.device)
         if self.accelerator.device.type == "cuda":
             teacher = teacher.to(memory_format=torch.channels_last)
-        self.teacher_fn = fold_batchnorm(teacher)  # the step's teacher; `self.teacher` stays the plain module
+        self.teacher_fn = fold_batchnorm(teacher)
         return teacher
 
     def create_distiller(self) -> Distiller:
