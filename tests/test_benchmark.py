@@ -93,3 +93,18 @@ def test_benchmark_loader_reports_finite_figures(tmp_path, capsys, demo_root):
     assert math.isfinite(result["images_per_s"]) and result["images_per_s"] > 0
     assert 0 < result["time_split_ms"]["data_wait"] < math.inf
     assert result["flops_per_image"] is None and result["peak_memory_mb"] > 0
+
+
+def test_grouped_convolution_backward_costs_twice_its_forward():
+    """torch's formula counts a depthwise layer's backward 64x too high; ours: input + weight gradients."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline.benchmark import conv_backward_flops
+
+    with torch.device("meta"):
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64)
+        x = torch.randn(2, 64, 14, 14, requires_grad=True)
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}) as c:
+        conv(x).sum().backward()
+    forward = 2 * (2 * 64 * 14 * 14) * 9  # one 3x3 multiply-add per output element
+    assert c.get_total_flops() == 3 * forward
