@@ -432,6 +432,8 @@ class Trainer:
                         "but not bit-exactly", path, self.accelerator.process_index, state.get("world_size", "?"),
                         self.accelerator.num_processes)
         self.accelerator.load_state(str(path))
+        for group in self.optimizer.param_groups:  # a checkpoint from before the fused optimizer says False
+            group["fused"] = True
         return state
 
     def install_signal_handlers(self):
