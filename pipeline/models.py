@@ -153,3 +153,18 @@ def freeze(network: Network) -> Network:
     network.eval()
     network.requires_grad_(False)
     return network
+
+
+def fold_batchnorm(network: Network) -> nn.Module:
+    """A frozen network with each BatchNorm folded into the convolution before it (torch.fx's conv-bn
+    fusion on a copy): the same outputs up to fp32 rounding, one pass less over every activation.
+    A network fx cannot trace runs unfolded, logged once."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        folded = fuse(network.eval())
+    except Exception as e:  # e.g. data-dependent control flow in a timm architecture
+        log.warning("FALLBACK: cannot fold BatchNorm into the convolutions of the teacher (%s: %s); it runs "
+                    "unfolded", type(e).__name__, e)
+        return network
+    return folded.requires_grad_(False)

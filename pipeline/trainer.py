@@ -3,6 +3,10 @@
 Read top to bottom: `Trainer.__init__` is the table of contents (accelerator, loaders, networks,
 methods, optimizer, schedule, resume); `fit` runs epochs; `train_epoch` runs steps; `evaluate` is
 exact top-1/top-5 over the validation set with every image counted once across processes.
+
+The steady-state step never waits on the host (../shared/design.md, "The hot path"): a non-finite
+loss or gradient is detected and the update skipped on the device, and the record of it, the loss
+values and the stop-signal agreement are read only at logging, checkpoint and epoch-end steps.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from pipeline.distiller import Distiller
 from pipeline.errors import BadInputError, MissingInputError
 from pipeline.metrics import count_hits, real_label_table
 from pipeline.methods import METHODS, MethodContext, NetOutput, build_methods, parse_method
-from pipeline.models import Network, create_network, freeze, save_timm_folder, save_weights
+from pipeline.models import Network, create_network, fold_batchnorm, freeze, save_timm_folder, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class Trainer:
         self.run_dir = self.create_run_dir()
         self.train_loader, self.val_loader = self.create_loaders()
         self.real_labels = self.create_real_labels()
+        self.teacher_fn = None  # the teacher as the step runs it (BatchNorm folded, compiled)
         self.teacher = self.create_teacher() if self.needs_teacher else None
         self.model = self.create_distiller()
         self.optimizer = self.create_optimizer()
@@ -73,6 +78,8 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.accelerator.register_for_checkpointing(self.scheduler)
         self.step_fn = self.create_compiled_step()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.nonfinite: torch.Tensor | None = None  # the device's record of non-finite steps (record_nonfinite)
         self.epoch, self.step_in_epoch, self.global_step, self.skipped_steps = 0, 0, 0, 0
         self.history: list[dict] = []
         self.last_saved: tuple | None = None  # (global_step, epoch, step_in_epoch) of the newest checkpoint
@@ -131,9 +138,15 @@ class Trainer:
         if not (self.cfg.teacher.checkpoint or self.cfg.teacher.pretrained):
             raise BadInputError("the method needs a teacher: set teacher.checkpoint (a local .safetensors or state "
                              "dict) or teacher.pretrained, or set teacher.train_if_missing to train one first")
-        teacher = freeze(self.create_network(self.cfg.teacher)).to(self.accelerator.device)
+        return self.place_teacher(freeze(self.create_network(self.cfg.teacher)))
+
+    def place_teacher(self, teacher: Network) -> Network:
+        """On the device, channels_last on CUDA; the step runs `teacher_fn`, a copy with BatchNorm folded
+        into the convolutions (compiled with its weights frozen in `create_compiled_step`)."""
+        teacher = teacher.to(self.accelerator.device)
         if self.accelerator.device.type == "cuda":
             teacher = teacher.to(memory_format=torch.channels_last)
+        self.teacher_fn = fold_batchnorm(teacher)
         return teacher
 
     def create_distiller(self) -> Distiller:
@@ -157,7 +170,15 @@ class Trainer:
         no_decay = {f"methods.{i}.{n}" for i, m in enumerate(self.model.methods) for n in m.no_weight_decay()}
         groups = timm.optim.param_groups_weight_decay(self.model, t.weight_decay, no_weight_decay_list=no_decay)
         self.base_lr = t.lr * t.batch_size / 256
-        return torch.optim.SGD(groups, lr=self.base_lr, momentum=t.momentum)
+        # Fused (one kernel per step on CUDA and CPU), and it takes `found_inf`: a non-finite step is
+        # skipped on the device. Momentum buffers start at zero (the same first update as torch's
+        # lazily cloned ones): torch's fused kernel leaves a lazily created buffer unwritten when the
+        # very first step is skipped.
+        optimizer = torch.optim.SGD(groups, lr=self.base_lr, momentum=t.momentum, fused=True)
+        for group in groups:
+            for p in group["params"]:
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return optimizer
 
     def create_scheduler(self):
         t = self.cfg.train
@@ -169,13 +190,18 @@ class Trainer:
         return scheduler
 
     def create_compiled_step(self):
+        """The student step compiled on its own; the teacher on its own too, with its (folded, frozen)
+        weights as graph constants (inductor's freezing)."""
+        backend = self.cfg.train.compile_backend
+        if self.accelerator.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes every step: pick the fastest conv kernels once
         mode = self.cfg.train.compile
         if mode == "on" or (mode == "auto" and torch.cuda.is_available()):
-            log.info("torch.compile (%s) of the student step and the teacher", self.cfg.train.compile_backend)
+            log.info("torch.compile (%s) of the student step and the teacher", backend)
             if self.teacher is not None:
-                self.teacher_fn = torch.compile(self.teacher, backend=self.cfg.train.compile_backend)
-            return torch.compile(self.model, backend=self.cfg.train.compile_backend)
-        self.teacher_fn = self.teacher
+                options = {"freezing": True} if backend == "inductor" else None
+                self.teacher_fn = torch.compile(self.teacher_fn, backend=backend, options=options)
+            return torch.compile(self.model, backend=backend)
         return self.model
 
     # ---- training -----------------------------------------------------------------------------
@@ -205,70 +231,109 @@ class Trainer:
         return summary
 
     def train_epoch(self):
+        t = self.cfg.train
         self.model.train()
         self.train_loader.set_epoch(self.epoch, start_step=self.step_in_epoch)
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}",
                    disable=not self.accelerator.is_main_process, dynamic_ncols=True, mininterval=2.0)
-        window_start, window_images = time.time(), 0
+        window_start, window_steps = time.time(), 0
         for batch in self.train_loader:
             if self.step_in_epoch >= self.steps_per_epoch:
                 break
             terms = self.train_step(batch)
             self.step_in_epoch += 1
             self.global_step += 1
-            window_images += self.batch_per_process * self.accelerator.num_processes
+            window_steps += 1
             bar.update(1)
-            if self.global_step % self.cfg.train.log_every == 0 or self.step_in_epoch == self.steps_per_epoch:
-                rate = window_images / (time.time() - window_start)
-                values = {k: v.item() for k, v in terms.items()}
+            last = self.step_in_epoch == self.steps_per_epoch
+            log_now = self.global_step % t.log_every == 0 or last
+            save_now = bool(t.checkpoint_every) and self.global_step % t.checkpoint_every == 0 and not last
+            if not (log_now or save_now):  # the steady state: nothing read from the device, no collective
+                if self.stop_requested(collective=False):
+                    break
+                continue
+            self.read_nonfinite()  # before a checkpoint: a non-finite step must never be saved as good
+            if log_now:
+                rate = window_steps * t.batch_size / (time.time() - window_start)
+                values = dict(zip(terms, torch.stack(list(terms.values())).tolist()))
                 bar.set_postfix({"img/s": f"{rate:.0f}", **{k: f"{v:.3f}" for k, v in values.items()}})
                 self.log_metrics({"epoch": self.epoch, "step": self.global_step, "images_per_s": rate,
                                   "lr": self.optimizer.param_groups[0]["lr"], "loss": sum(values.values()),
                                   **{f"loss/{k}": v for k, v in values.items()}}, kind="train")
-                window_start, window_images = time.time(), 0
-            every = self.cfg.train.checkpoint_every
-            if every and self.global_step % every == 0 and self.step_in_epoch < self.steps_per_epoch:
+                window_start, window_steps = time.time(), 0
+            if save_now:
                 self.save()
             if self.stop_requested():
                 break
         bar.close()
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        images = batch["images"] if "images" in batch else torch.cat(batch["views"])  # DALI: one tensor already
-        if images.device.type == "cuda":
+        """One optimizer step that never waits on the host; returns the detached loss terms."""
+        images, labels = batch["images"], batch["labels"].repeat(self.views)
+        if images.device.type == "cuda":  # loaders deliver channels_last already: then this is free
             images = images.contiguous(memory_format=torch.channels_last)
-        labels = batch["labels"].repeat(self.views)
         with self.accelerator.autocast():
-            teacher_out = None
-            if self.teacher is not None:
-                with torch.no_grad():
-                    t_logits, t_features = self.teacher_fn(images)
-                teacher_out = NetOutput(t_logits.float(), t_features.float())
+            teacher_out = self.teacher_forward(images) if self.teacher_fn is not None else None
             terms = self.step_fn(images, labels, teacher_out, self.views, batch.get("index"))
             loss = sum(terms.values())
-        self.accelerator.backward(loss)
-        # DDP has averaged the gradients, so the gradient norm is the same on every rank; the loss is this
-        # rank's own (a term can be non-finite while its gradient is not), so the decision is collective.
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
-        if checkpoint.any_process(self.accelerator, not bool(torch.isfinite(grad_norm) & torch.isfinite(loss))):
-            self.handle_nonfinite(terms)
-        else:
-            self.optimizer.step()
+        # A non-finite loss turns this rank's gradients to NaN, and DDP's gradient all-reduce carries that
+        # to every rank (a term can be non-finite while its gradient is not): the gradient check below is
+        # then collective without a collective of its own.
+        self.accelerator.backward(loss * torch.where(loss.isfinite(), 1.0, math.nan))
+        self.record_nonfinite(terms)
+        self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step_update(self.global_step + 1)
         return {k: v.detach() for k, v in terms.items()}
 
-    def handle_nonfinite(self, terms: dict[str, torch.Tensor]):
-        bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["(another process's terms)"]
-        where = f"step {self.global_step + 1} (epoch {self.epoch + 1}), loss terms {', '.join(bad)}"
+    def teacher_forward(self, images: torch.Tensor) -> NetOutput:
+        with torch.inference_mode():
+            logits, features = self.teacher_fn(images)
+        # Inference tensors cannot be saved for backward: the losses get fp32 copies (B x C and B x d only).
+        return NetOutput(logits.to(torch.float32, copy=True), features.to(torch.float32, copy=True))
+
+    def record_nonfinite(self, terms: dict[str, torch.Tensor]):
+        """On the device: skip the update when a gradient is non-finite (the fused SGD's found_inf leaves
+        weights and momentum untouched), count it, and keep the first such step and its loss terms for
+        `read_nonfinite`. Without train.skip_nonfinite every update after the first bad step is skipped
+        too, until the next read stops the run."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        # Per-tensor 2-norms: one read of every gradient (4x faster than max |g| on CPU); a norm that
+        # overflows fp32 (elements ~1e19) counts as non-finite, as the total grad norm did before.
+        bad = ~torch.stack(torch._foreach_norm(grads)).isfinite().all()
+        if self.nonfinite is None:  # [bad steps since the last read, the first one's step, its terms]
+            self.term_names = list(terms)
+            self.nonfinite = torch.zeros(2 + len(terms), dtype=torch.float64, device=bad.device)
+        if not self.cfg.train.skip_nonfinite:
+            bad = bad | (self.nonfinite[0] > 0)
+        self.optimizer.optimizer.found_inf = bad.float()
+        first = bad & (self.nonfinite[0] == 0)
+        step = torch.full((1,), self.global_step + 1, dtype=torch.float64, device=bad.device)
+        now = torch.cat([step, torch.stack([v.detach().to(torch.float64) for v in terms.values()])])
+        self.nonfinite[1:] = torch.where(first, now, self.nonfinite[1:])
+        self.nonfinite[0] += bad
+
+    def read_nonfinite(self):
+        """Read the device's record (a host sync, so at logging, checkpoint and epoch-end steps only):
+        count the skipped steps, or stop naming the first non-finite step and its loss terms."""
+        if self.nonfinite is None:
+            return
+        count, first, *values = self.nonfinite.tolist()
+        if not count:
+            return
+        self.nonfinite.zero_()
+        bad = [k for k, v in zip(self.term_names, values) if not math.isfinite(v)]
+        where = (f"step {int(first)} (epoch {self.epoch + 1}), loss terms "
+                 f"{', '.join(bad) or '(none here: another process, or the gradients alone)'}")
         if not self.cfg.train.skip_nonfinite:
             latest = checkpoint.find_latest(self.run_dir)
             kept = f"the last good checkpoint {latest} is kept" if latest else "no checkpoint was written yet"
             raise NonFiniteLossError(f"non-finite loss at {where}; stopping: {kept} (resume with --resume auto, "
                                      "e.g. with a lower train.lr, or set train.skip_nonfinite to skip such steps)")
-        self.skipped_steps += 1
-        log.warning("skipping non-finite step at %s (%d skipped so far)", where, self.skipped_steps)
-        self.log_metrics({"step": self.global_step + 1, "skipped_steps": self.skipped_steps}, kind="skip")
+        self.skipped_steps += int(count)
+        log.warning("skipped %d non-finite step(s), the first at %s (%d skipped so far)", count, where,
+                    self.skipped_steps)
+        self.log_metrics({"step": int(first), "skipped_steps": self.skipped_steps}, kind="skip")
 
     # ---- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -287,8 +352,7 @@ class Trainer:
         seen = torch.zeros((), dtype=torch.int64, device=self.accelerator.device)
         self.val_loader.set_epoch(0)
         for batch in self.val_loader:
-            images = batch["images"] if "images" in batch else batch["views"][0]
-            labels, valid = batch["labels"], batch["valid"]
+            images, labels, valid = batch["images"], batch["labels"], batch["valid"]
             if images.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             seen += valid.sum()
@@ -391,6 +455,8 @@ class Trainer:
         if hasattr(self.train_loader, "load_state_dict"):  # DALI: its pipeline's state, to continue exactly
             loader_state = checkpoint.read_loader_state(path, self.accelerator.process_index)
             self.train_loader.load_state_dict(loader_state, where=str(path))
+        for group in self.optimizer.param_groups:  # a checkpoint from before the fused optimizer says False
+            group["fused"] = True
         return state
 
     def install_signal_handlers(self):
@@ -404,8 +470,11 @@ class Trainer:
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, request_stop)
 
-    def stop_requested(self) -> bool:
-        """Collective: a signal may reach one rank only, so all agree before anyone stops."""
+    def stop_requested(self, collective: bool = True) -> bool:
+        """Collective: a signal may reach one rank only, so all agree before anyone stops. Between
+        logging steps (collective=False) a single process stops at once; several wait for the next check."""
+        if not collective and self.accelerator.num_processes > 1:
+            return False
         stop = checkpoint.any_process(self.accelerator, self.stop_signal is not None)
         if stop and self.stop_signal is None:
             self.stop_signal = 0  # this process got no signal itself

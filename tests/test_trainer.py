@@ -113,3 +113,26 @@ def test_loader_workers_leave_the_trainer_process_group(demo_root):
     assert workers, "no loader worker process"
     for worker in workers:
         assert os.getpgid(worker.pid) != os.getpgid(0)
+
+
+@pytest.mark.parametrize("arch", ["resnet10t", "resnet18"])
+def test_teacher_with_batchnorm_folded_gives_the_same_outputs(arch):
+    """The step's teacher: BatchNorm folded into the convolutions, equal to the eval network up to fp32
+    rounding (both measured against the unfolded network in float64); the evaluated teacher keeps its BN."""
+    from pipeline.config import ModelConfig
+    from pipeline.models import fold_batchnorm, freeze
+
+    torch.manual_seed(0)
+    net = freeze(create_network(ModelConfig(arch=arch), 10, [0.5] * 3, [0.25] * 3))
+    for m in net.modules():  # non-trivial statistics, or folding would be the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.5, 0.5)
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    x = torch.randn(4, 3, 32, 32)
+    import copy
+    exact = copy.deepcopy(net).double()(x.double())
+    for got, ref in zip(folded(x), exact):
+        assert (got.double() - ref).norm() / ref.norm() < 1e-5

@@ -1,7 +1,8 @@
 """Loaders: `build_loaders` picks DALI or the torchvision fallback and returns (train, val).
 
 Every loader yields dict batches on the training device:
-  views:  list of 1 or 2 tensors (B x 3 x H x W, float32, normalised with data.mean/std)
+  images: ((views * B) x 3 x H x W, float32, normalised with data.mean/std) ONE tensor, view-major
+          (view 0's B images, then view 1's), channels_last on CUDA
   labels: (B,) int64 class labels
   index:  (B,) int64 dataset indices (what CRD's memory banks are keyed by)
   valid:  (B,) bool, validation only: False on padding, which every count must skip

@@ -58,6 +58,14 @@ class ImageFiles(Dataset):
         return views, label, dataset_index
 
 
+def collate_views(samples: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """In the worker: [(views, label, index)] -> images (views * B, 3, H, W) view-major, labels, index.
+    One tensor (the batch contract), written once here, not concatenated again on the device."""
+    views = len(samples[0][0])
+    images = torch.stack([s[0][v] for v in range(views) for s in samples])
+    return images, torch.tensor([s[1] for s in samples]), torch.tensor([s[2] for s in samples])
+
+
 def _leave_trainer_process_group(worker_id: int):
     """The torchrun agent signals the trainer's whole process group (SIGUSR1/SIGTERM before preemption); a
     worker killed by it would crash the trainer before its checkpoint. In a group of its own a worker
@@ -82,7 +90,8 @@ class _Batches:
 
 
 class TorchLoader:
-    """Yields dict batches: views (list of B x 3 x H x W float, normalised), labels, index, valid."""
+    """Yields dict batches: images ((views * B) x 3 x H x W float, normalised, view-major; channels_last
+    on CUDA), labels, index, valid."""
 
     def __init__(self, listing: FolderListing | Shards, *, train: bool, batch_size: int, views: int, image_size: int,
                  val_resize: int, min_area: float, mean, std, workers: int, seed: int, rank: int, world: int,
@@ -95,6 +104,7 @@ class TorchLoader:
         transform = build_transform(train, image_size, val_resize, min_area, mean, std)
         self.dataset = ImageFiles(listing, transform, views if train else 1, seed)
         self._loader = DataLoader(self.dataset, batch_sampler=_Batches(self), num_workers=workers,
+                                  collate_fn=collate_views,
                                   pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                                   worker_init_fn=_leave_trainer_process_group)
 
@@ -122,8 +132,9 @@ class TorchLoader:
 
     def __iter__(self):
         _, valid = self._epoch_batches()
-        for step, (views, labels, index) in enumerate(self._loader):
-            batch = {"views": [v.to(self.device, non_blocking=True) for v in views],
+        layout = torch.channels_last if self.device.type == "cuda" else torch.preserve_format
+        for step, (images, labels, index) in enumerate(self._loader):
+            batch = {"images": images.to(self.device, non_blocking=True, memory_format=layout),
                      "labels": labels.to(self.device, non_blocking=True),
                      "index": index.to(self.device, non_blocking=True)}
             if valid is not None:

@@ -44,7 +44,7 @@ def torch_val(listing, batch_size, image_size, val_resize):
 
 def first_view(batch: dict) -> torch.Tensor:
     """The torchvision loader's first view, in either batch format (`images`, or the older `views` list)."""
-    return batch["images"] if "images" in batch else batch["views"][0]
+    return batch["images"]
 
 
 def pixels(view: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ def loaders(root, fmt, *, backend="torch", views=1, batch_size=4, rank=0, world=
 
 def images(batch) -> torch.Tensor:
     """The batch's first view, whichever batch layout the loader yields (`images` or the older `views`)."""
-    return batch["images"][: len(batch["labels"])] if "images" in batch else batch["views"][0]
+    return batch["images"][: len(batch["labels"])]
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def single_process_top1(trainer: Trainer) -> tuple[float, int]:
     correct = total = 0
     with torch.no_grad():
         for batch in loader:
-            logits, _ = student(batch["views"][0])
+            logits, _ = student(batch["images"])
             hit = (logits.argmax(1) == batch["labels"]) & batch["valid"]
             correct += int(hit.sum())
             total += int(batch["valid"].sum())

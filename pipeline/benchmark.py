@@ -1,0 +1,262 @@
+"""`launch/imagenet.py --benchmark step|loader`: what one process sustains with this config, measured
+before a 90-epoch job.
+
+`step` pushes a synthetic batch, made once on the training device (no loader), through the real
+`Trainer.train_step` of the configured method and model pair (a random teacher when its weights are
+absent: the same cost). `loader` times the configured train loader alone. Both: warm-up steps, then
+steady-state steps timed with the device synchronised only at their ends; images/s counts samples (a
+two-view method's sample is two images through every network). The time split comes from separate
+timed passes of each part (eager modules, synchronised around each pass), so its parts need not add up
+to a compiled step; `other` is the rest. FLOPs per image: torch.utils.flop_counter over one eager
+step (teacher forward, student and method modules forward and backward; the matmuls and convolutions).
+Prints a table and one line `BENCHMARK {json}`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from torch.utils.flop_counter import FlopCounterMode
+
+from pipeline.config import Config
+from pipeline.data import build_loaders
+from pipeline.methods import NetOutput, Outputs
+from pipeline.models import freeze
+from pipeline.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+def parse_benchmark_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The benchmark's own flags; the rest are the training flags (config, --section.key value)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--benchmark", choices=("step", "loader"), default=None,
+                        help="time the training step on synthetic data, or the train loader alone")
+    parser.add_argument("--peak-tflops", type=float, default=0.0,
+                        help="the device's peak (e.g. 989 for H100 bf16 dense): report the achieved fraction")
+    parser.add_argument("--benchmark-steps", type=int, default=30, help="timed steady-state steps")
+    parser.add_argument("--benchmark-warmup", type=int, default=5, help="untimed steps first (compile, autotune)")
+    return parser.parse_known_args(argv)
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: the allocator's high-water mark; CPU: the process's resident-set high-water mark."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def timed(fn, steps: int, device: torch.device) -> float:
+    """Seconds per call over `steps` calls after two untimed ones, synchronised at both ends only."""
+    for _ in range(2):
+        fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **_) -> int:
+    """Each requested gradient (input, weight) of a convolution costs its forward's FLOPs. torch's own
+    formula overcounts grouped convolutions by the group count (64x on a depthwise layer of 64 channels)."""
+    # weight (C_out, C_in / groups, k...) maps every output element; transposed: (C_in, C_out / groups, k...)
+    forward = 2 * math.prod(x_shape if transposed else grad_out_shape) * math.prod(w_shape[1:])
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+class SyntheticLoader:
+    """What the trainer asks of a loader before training, for a run that never iterates one."""
+
+    def __init__(self, num_classes: int, num_samples: int, steps: int):
+        self.num_classes, self.num_samples, self.steps = num_classes, num_samples, steps
+
+    def __len__(self):
+        return self.steps
+
+    def set_epoch(self, epoch: int, start_step: int = 0):
+        pass
+
+
+class BenchmarkTrainer(Trainer):
+    """The real trainer on synthetic data: no dataset listing, a random teacher when its weights are absent."""
+
+    def create_loaders(self):
+        self.batch_per_process = self.cfg.train.batch_size // self.accelerator.num_processes
+        demo = not self.cfg.data.root
+        num_classes = 10 if demo else 1000  # the demo's Fashion-MNIST, else ImageNet
+        num_samples = 10 * self.cfg.data.per_class if demo else IMAGENET_TRAIN_IMAGES
+        loader = SyntheticLoader(num_classes, num_samples, 10**6)
+        self.steps_per_epoch = len(loader)
+        return loader, loader
+
+    def create_teacher(self):
+        c = self.cfg.teacher
+        if c.pretrained or (c.checkpoint and Path(c.checkpoint).is_file()):
+            return super().create_teacher()
+        log.warning("benchmark: no teacher weights (%s): a randomly initialised %s (the same cost)",
+                    c.checkpoint or "none set", c.arch)
+        random = type(c)(arch=c.arch)
+        return self.place_teacher(freeze(self.create_network(random)))
+
+    def synthetic_batch(self) -> dict:
+        b, size, device = self.batch_per_process, self.cfg.data.image_size, self.accelerator.device
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        images = torch.randn(self.views * b, 3, size, size, generator=generator).to(device)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        return {"images": images,
+                "labels": torch.randint(self.train_loader.num_classes, (b,), generator=generator).to(device),
+                "index": torch.randint(self.train_loader.num_samples, (b,), generator=generator).to(device)}
+
+    def step_flops(self, batch: dict) -> int:
+        """Matmul and convolution FLOPs of one eager step: teacher forward, student (+ method modules)
+        forward and backward. The optimizer's elementwise work is not counted."""
+        images, labels = batch["images"], batch["labels"].repeat(self.views)
+        fixed = {torch.ops.aten.convolution_backward: conv_backward_flops}
+        with FlopCounterMode(display=False, custom_mapping=fixed) as counter:
+            teacher_out = None
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher_out = NetOutput(*self.teacher(images))
+            terms = self.model(images, labels, teacher_out, self.views, batch.get("index"))
+            sum(terms.values()).backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+    def time_split(self, batch: dict, steps: int) -> dict[str, float]:
+        """Milliseconds per step of each part on its own (eager modules, separately timed passes)."""
+        device, autocast = self.accelerator.device, self.accelerator.autocast
+        images, labels = batch["images"], batch["labels"].repeat(self.views)
+        distiller = self.accelerator.unwrap_model(self.model)
+        split = {}
+        teacher_out = None
+        if self.teacher_fn is not None:
+            def teacher():
+                with autocast():
+                    return self.teacher_forward(images)
+            split["teacher_forward"] = timed(teacher, steps, device)
+            teacher_out = teacher()
+
+        def student():
+            with autocast():
+                logits, features = distiller.student(images)
+                loss = logits.float().sum() + features.float().sum()
+            loss.backward()
+        split["student_forward_backward"] = timed(student, steps, device)
+        with torch.no_grad(), autocast():
+            logits, features = distiller.student(images)
+
+        def losses():  # the method modules and loss terms, forward and backward, on fixed student outputs
+            s = NetOutput(logits.detach().requires_grad_(), features.detach().requires_grad_())
+            out = Outputs(images=images, labels=labels, student=s, teacher=teacher_out, views=self.views,
+                          index=batch.get("index"))
+            with autocast():
+                terms = [torch.nn.functional.cross_entropy(s.logits.float(), labels) * distiller.ce_weight]
+                for method in distiller.methods:
+                    terms += list(method(out).values())
+            sum(terms).backward()
+        split["loss_terms"] = timed(losses, steps, device)
+
+        def optimizer():
+            self.record_nonfinite({"loss": logits.detach().float().mean()})
+            self.optimizer.step()
+        self.nonfinite = None
+        split["optimizer"] = timed(optimizer, steps, device)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite = None
+        return {k: 1e3 * v for k, v in split.items()}
+
+
+def benchmark_step(cfg: Config, args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.train.output_dir, cfg.train.name = tmp, "benchmark"
+        trainer = BenchmarkTrainer(cfg)
+        device = trainer.accelerator.device
+        batch = trainer.synthetic_batch()
+        flops = trainer.step_flops(batch)
+        for _ in range(args.benchmark_warmup):
+            trainer.train_step(batch)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        step_s = timed(lambda: trainer.train_step(batch), args.benchmark_steps, device)
+        memory = peak_memory_mb(device)
+        split = trainer.time_split(batch, max(3, args.benchmark_steps // 3))
+        if trainer.writer is not None:
+            trainer.writer.close()
+    split["other"] = 1e3 * step_s - sum(split.values())
+    return {"images_per_s": trainer.batch_per_process / step_s, "step_ms": 1e3 * step_s,
+            "flops_per_image": flops / trainer.batch_per_process, "time_split_ms": split, "peak_memory_mb": memory,
+            "batch_size": trainer.batch_per_process, "views": trainer.views, "device": str(device),
+            "precision": trainer.accelerator.mixed_precision, "compiled": trainer.step_fn is not trainer.model}
+
+
+def benchmark_loader(cfg: Config, args: argparse.Namespace) -> dict:
+    from pipeline.methods import METHODS, parse_method
+
+    views = max(METHODS[n].views for n in parse_method(cfg.method))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    train, _ = build_loaders(cfg.data, batch_size=cfg.train.batch_size, views=views, seed=cfg.train.seed,
+                             rank=0, world=1, device=device)
+    total = args.benchmark_warmup + args.benchmark_steps
+    if len(train) < total:
+        raise ValueError(f"--benchmark loader: the train loader has {len(train)} batches of {cfg.train.batch_size}, "
+                         f"fewer than {total} (--benchmark-warmup + --benchmark-steps): lower them")
+    train.set_epoch(0)
+    batches, waits = iter(train), []
+    for step in range(total):
+        if step == args.benchmark_warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        wait = time.perf_counter()
+        next(batches)
+        synchronize(device)
+        waits.append(time.perf_counter() - wait)
+    elapsed = time.perf_counter() - start
+    del batches
+    return {"images_per_s": cfg.train.batch_size * args.benchmark_steps / elapsed,
+            "step_ms": 1e3 * elapsed / args.benchmark_steps, "flops_per_image": None,
+            "time_split_ms": {"data_wait": 1e3 * sum(waits[args.benchmark_warmup:]) / args.benchmark_steps},
+            "peak_memory_mb": peak_memory_mb(device), "batch_size": cfg.train.batch_size, "views": views,
+            "device": str(device), "backend": cfg.data.backend}
+
+
+def run_benchmark(cfg: Config, args: argparse.Namespace) -> dict:
+    print_fn = print if PartialState().is_main_process else (lambda *a: None)
+    result = (benchmark_step if args.benchmark == "step" else benchmark_loader)(cfg, args)
+    flops = result["flops_per_image"]
+    tflops = flops * result["images_per_s"] / 1e12 if flops else None
+    result = {"mode": args.benchmark, "method": cfg.method, "teacher": cfg.teacher.arch, "student": cfg.student.arch,
+              "image_size": cfg.data.image_size, **result, "tflops": tflops,
+              "peak_tflops": args.peak_tflops or None,
+              "peak_fraction": tflops / args.peak_tflops if tflops and args.peak_tflops else None}
+    rows = [("images/s", f"{result['images_per_s']:.1f}"), ("step ms", f"{result['step_ms']:.2f}")]
+    rows += [(f"  {k} ms", f"{v:.2f}") for k, v in result["time_split_ms"].items()]
+    if flops:
+        rows += [("GFLOP/image", f"{flops / 1e9:.3f}"), ("TFLOP/s", f"{tflops:.3f}")]
+    if result["peak_fraction"] is not None:
+        rows.append(("of peak", f"{100 * result['peak_fraction']:.1f}%"))
+    rows.append(("peak memory MB", f"{result['peak_memory_mb']:.0f}"))
+    print_fn(f"benchmark {args.benchmark}: {cfg.method}, {cfg.teacher.arch} -> {cfg.student.arch}, "
+             f"{result['image_size']} px, batch {result['batch_size']} per process on {result['device']}")
+    print_fn("\n".join(f"| {k:<30} | {v:>12} |" for k, v in rows))
+    print_fn("BENCHMARK " + json.dumps(result))
+    return result
+

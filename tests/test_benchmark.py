@@ -1,0 +1,110 @@
+"""`launch/imagenet.py --benchmark step|loader` on CPU with tiny models and few steps: finite figures, one
+parsable BENCHMARK line, and the FLOPs figure against a count written out from the layer shapes."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+
+import pytest
+import timm
+import torch
+
+from pipeline.benchmark import run_benchmark
+from pipeline.config import parse_args
+
+SIZE, BATCH = 32, 4
+
+
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def bench_args(mode: str) -> argparse.Namespace:
+    return argparse.Namespace(benchmark=mode, peak_tflops=2.0, benchmark_steps=2, benchmark_warmup=1)
+
+
+def tiny_cfg(tmp_path, method="kd"):
+    cfg, _ = parse_args(["--method", method, "--teacher.arch", "resnet10t", "--teacher.checkpoint", "",
+                         "--student.arch", "resnet10t", "--data.image_size", str(SIZE), "--data.backend", "torch",
+                         "--data.per_class", "4", "--data.workers", "0", "--train.batch_size", str(BATCH),
+                         "--train.compile", "off", "--data.demo_dir", ".data/fashion_mnist_jpeg"])
+    return cfg
+
+
+def printed_result(capsys) -> dict:
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("BENCHMARK ")]
+    assert len(lines) == 1
+    return json.loads(lines[0][len("BENCHMARK "):])
+
+
+def conv_and_linear_flops(model: torch.nn.Module, size: int) -> tuple[int, int]:
+    """Forward FLOPs of one image, 2 * multiply-adds of every Conv2d and Linear from their shapes, and
+    the first convolution's share (its input, the image, needs no gradient)."""
+    counts = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            counts.append(2 * output.numel() * module.in_channels // module.groups * kh * kw)
+        else:
+            counts.append(2 * module.in_features * module.out_features)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    return sum(counts), counts[0]
+
+
+def test_benchmark_step_reports_finite_figures_and_the_flops_of_the_step(tmp_path, capsys):
+    result = run_benchmark(tiny_cfg(tmp_path), bench_args("step"))
+    assert printed_result(capsys) == json.loads(json.dumps(result))
+    assert {"mode", "method", "teacher", "student", "batch_size", "images_per_s", "flops_per_image", "tflops",
+            "peak_fraction", "peak_memory_mb", "time_split_ms"} <= set(result)
+    assert result["mode"] == "step" and result["batch_size"] == BATCH
+    figures = [result["images_per_s"], result["tflops"], result["peak_fraction"], result["peak_memory_mb"]]
+    assert all(math.isfinite(x) and x > 0 for x in figures)
+    assert set(result["time_split_ms"]) == {"teacher_forward", "student_forward_backward", "loss_terms",
+                                            "optimizer", "other"}
+    assert all(math.isfinite(v) for v in result["time_split_ms"].values())
+    assert result["peak_fraction"] == pytest.approx(result["tflops"] / 2.0)
+    # kd: teacher forward + student forward + student backward (input and weight gradients of every layer,
+    # except the first convolution, whose input is the image); the losses have no matmuls.
+    forward, stem = conv_and_linear_flops(timm.create_model("resnet10t", num_classes=10), SIZE)
+    assert result["flops_per_image"] == forward + 3 * forward - stem
+
+
+def test_benchmark_step_of_a_two_view_method_with_heads(tmp_path, capsys):
+    result = run_benchmark(tiny_cfg(tmp_path, "dccd"), bench_args("step"))
+    assert result["views"] == 2 and math.isfinite(result["images_per_s"]) and result["images_per_s"] > 0
+    forward, stem = conv_and_linear_flops(timm.create_model("resnet10t", num_classes=10), SIZE)
+    assert result["flops_per_image"] > 2 * (4 * forward - stem)  # two views through both nets, plus M_s
+
+
+def test_benchmark_loader_reports_finite_figures(tmp_path, capsys, demo_root):
+    result = run_benchmark(tiny_cfg(tmp_path), bench_args("loader"))
+    assert printed_result(capsys)["mode"] == "loader"
+    assert math.isfinite(result["images_per_s"]) and result["images_per_s"] > 0
+    assert 0 < result["time_split_ms"]["data_wait"] < math.inf
+    assert result["flops_per_image"] is None and result["peak_memory_mb"] > 0
+
+
+def test_grouped_convolution_backward_costs_twice_its_forward():
+    """torch's formula counts a depthwise layer's backward 64x too high; ours: input + weight gradients."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline.benchmark import conv_backward_flops
+
+    with torch.device("meta"):
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64)
+        x = torch.randn(2, 64, 14, 14, requires_grad=True)
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}) as c:
+        conv(x).sum().backward()
+    forward = 2 * (2 * 64 * 14 * 14) * 9  # one 3x3 multiply-add per output element
+    assert c.get_total_flops() == 3 * forward
