@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from accelerate import PartialState  # noqa: E402
 
-from pipeline.benchmark import parse_benchmark_args, run_benchmark  # noqa: E402
+from pipeline.benchmark import run_benchmark  # noqa: E402
 from pipeline.config import parse_args  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from pipeline.device import use_cpu  # noqa: E402
@@ -49,23 +49,22 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file is noise
-    bench, argv = parse_benchmark_args(sys.argv[1:] if argv is None else argv)
     try:
-        run(*parse_args(argv), bench)
+        run(*parse_args(argv))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
-def run(cfg, args, bench):
+def run(cfg, args):
     names = parse_method(cfg.method)
     # The same choices the Trainer makes; the process group is created here, so its timeout is set here.
     # use_cpu raises CudaUnavailableError (a UserError) before any process group waits for the other ranks.
     state = PartialState(cpu=use_cpu(cfg), **process_group_kwargs(cfg))
     if not state.is_main_process:  # one process logs; the others warn only
         logging.getLogger().setLevel(logging.WARNING)
-    if bench.benchmark:  # --benchmark step|loader: measure, do not train (pipeline/benchmark.py)
-        return run_benchmark(cfg, bench)
+    if args.benchmark:  # --benchmark step|loader: measure, do not train (pipeline/benchmark.py)
+        return run_benchmark(cfg, args)
     needs_teacher = any(METHODS[n].needs_teacher for n in names)
     if needs_teacher and cfg.teacher.train_if_missing and not Path(cfg.teacher.checkpoint).is_file():
         if not train_missing_teacher(cfg):

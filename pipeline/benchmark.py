@@ -37,18 +37,6 @@ log = logging.getLogger(__name__)
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
 
-def parse_benchmark_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """The benchmark's own flags; the rest are the training flags (config, --section.key value)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--benchmark", choices=("step", "loader"), default=None,
-                        help="time the training step on synthetic data, or the train loader alone")
-    parser.add_argument("--peak-tflops", type=float, default=0.0,
-                        help="the device's peak (e.g. 989 for H100 bf16 dense): report the achieved fraction")
-    parser.add_argument("--benchmark-steps", type=int, default=30, help="timed steady-state steps")
-    parser.add_argument("--benchmark-warmup", type=int, default=5, help="untimed steps first (compile, autotune)")
-    return parser.parse_known_args(argv)
-
-
 def synchronize(device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -365,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "[30,60]). Precedence: defaults < --config recipe < flags.")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML recipe (default: configs/demo.yaml)")
     parser.add_argument("--resume", default="", help="'auto' (newest complete checkpoint of the run) or a checkpoint path")
+    bench = parser.add_argument_group("benchmark (measure instead of training; pipeline/benchmark.py)")
+    bench.add_argument("--benchmark", choices=("step", "loader"), default=None,
+                       help="time the training step on synthetic data on the device, or the train loader alone")
+    bench.add_argument("--peak-tflops", type=float, default=0.0,
+                       help="the device's peak (e.g. 989 for H100 bf16 dense): report the achieved fraction")
+    bench.add_argument("--benchmark-steps", type=int, default=30, help="timed steady-state steps")
+    bench.add_argument("--benchmark-warmup", type=int, default=5, help="untimed steps first (compile, autotune)")
     defaults = Config()
     groups = {}
     for key, (section, info) in keys().items():

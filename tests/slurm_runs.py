@@ -105,7 +105,8 @@ def tiny_args(output_dir: Path, name: str = "tiny", **overrides) -> list[str]:
 
 
 def base_env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    # An explicit CPU choice (pipeline/device.py): without it a multi-process run with no CUDA is an error.
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1", ACCELERATE_USE_CPU="1")
     env.pop("SLURM_JOB_ID", None)
     return env
 
