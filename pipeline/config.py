@@ -28,6 +28,7 @@ class ModelConfig:
     pretrained: bool = False  # timm hub weights (needs the network)
     train_if_missing: bool = False  # teacher only: train it with `--method none` when `checkpoint` is absent
     train_epochs: int = 0  # epochs for that teacher run (0 = train.epochs)
+    train_per_class: int = -1  # teacher only: data.per_class of that teacher run (-1 = data.per_class, 0 = all)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = per epoch only)
     skip_nonfinite: bool = False
     dist_timeout_s: int = 600  # a collective waiting longer (a dead or hung rank) raises instead of hanging
+    baseline: bool = False  # also train the student alone (--method none, once, cached beside the teacher) and print both
 
 
 @dataclass
