@@ -61,12 +61,14 @@ def run_one(base_argv: list[str], method: str, seed: int, out: Path) -> dict:
         return {**json.loads((run_dir / SUMMARY).read_text()), "reused": True}
     cfg, _ = parse_args(base_argv + ["--method", method, "--train.seed", str(seed), "--train.output_dir", str(out),
                                      "--train.name", run_name(method, seed), "--train.baseline", "false"])
+    cpu = time.process_time()
     trainer = Trainer(cfg, resume="auto")
     summary = trainer.fit()
+    cpu_s = round(time.process_time() - cpu, 1)  # this process's CPU time (all threads): less load-dependent
     if not summary.get("stopped") and trainer.accelerator.is_main_process:
         teacher_top5 = next((h["teacher_top5"] for h in trainer.history if h.get("teacher_top5") is not None), None)
         summary = {**summary, "seed": seed, "views": views(method), "run_dir": str(run_dir),
-                   "teacher_top5": teacher_top5}
+                   "teacher_top5": teacher_top5, "cpu_s": cpu_s}
         tmp = run_dir / (SUMMARY + ".tmp")
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
         os.replace(tmp, run_dir / SUMMARY)  # written last: its presence means the run is finished
@@ -212,8 +214,11 @@ def main(argv=None) -> dict:
     needs_teacher = any(METHODS[n].needs_teacher for m in methods for n in parse_method(m))
     if needs_teacher and cfg.teacher.train_if_missing and not Path(cfg.teacher.checkpoint).is_file():
         print(f"[compare] teacher {cfg.teacher.checkpoint} missing: training it once", flush=True)
+        wall, cpu = time.time(), time.process_time()
         if not train_missing_teacher(cfg):
             return {"stopped": True}
+        print(f"[compare] teacher trained: {time.time() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU, "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
     total, done, results = len(methods) * len(seeds), 0, []
     start = time.time()
     for seed in seeds:  # seed-major: a partial comparison has every method at the first seeds
@@ -234,7 +239,7 @@ def main(argv=None) -> dict:
                 return {"stopped": True}
             results.append({k: summary.get(k) for k in (
                 "method", "seed", "student_top1", "student_top5", "teacher_top1", "teacher_top5", "wall_s",
-                "epochs", "views", "skipped_steps", "run_dir")} | {k: v for k, v in summary.items()
+                "epochs", "views", "skipped_steps", "cpu_s", "run_dir")} | {k: v for k, v in summary.items()
                                                                   if k.startswith("sl") and k.endswith("_top1")})
             teacher = f", teacher {summary['teacher_top1']:.2f}" if summary.get("teacher_top1") is not None else ""
             print(f"{tag}: top-1 {summary['student_top1']:.2f}, top-5 {summary['student_top5']:.2f}{teacher}, "
