@@ -65,7 +65,7 @@ def main(argv=None):
             return  # stopped by a signal, checkpoint written: exit 0, the requeued job resumes the teacher
     # A run stopped by SIGUSR1/SIGTERM returns after its checkpoint and exits 0 too (a non-zero worker exit
     # would make the torchrun agent report a crash); requeueing is the Slurm batch script's decision.
-    alone = student_alone(cfg) if cfg.train.baseline and names != ["none"] else None
+    alone = student_alone(cfg) if cfg.train.baseline and needs_teacher else None  # what distillation buys
     if alone is not None and alone.get("stopped"):
         return  # as above: the requeued job resumes the student-alone run
     summary = Trainer(cfg, resume=args.resume).fit()
