@@ -196,6 +196,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated --method values")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 per method")
     parser.add_argument("--out", default="runs/compare", help="folder for the runs and the results")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the results of the runs finished so far (a partial comparison)")
     args, config_argv = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -212,7 +214,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     needs_teacher = any(METHODS[n].needs_teacher for m in methods for n in parse_method(m))
-    if needs_teacher and cfg.teacher.train_if_missing and not Path(cfg.teacher.checkpoint).is_file():
+    if needs_teacher and not args.report_only and cfg.teacher.train_if_missing and not Path(cfg.teacher.checkpoint).is_file():
         print(f"[compare] teacher {cfg.teacher.checkpoint} missing: training it once", flush=True)
         wall, cpu = time.time(), time.process_time()
         if not train_missing_teacher(cfg):
@@ -225,6 +227,9 @@ def main(argv=None) -> dict:
         for method in methods:
             done += 1
             tag = f"[compare {done}/{total}] {method} seed {seed}"
+            if args.report_only and not (out / run_name(method, seed) / SUMMARY).is_file():
+                print(f"{tag}: not finished yet", flush=True)
+                continue
             print(f"{tag}: {'reusing' if (out / run_name(method, seed) / SUMMARY).is_file() else 'training'}",
                   flush=True)
             try:
