@@ -18,6 +18,7 @@ from pipeline.errors import UserError  # noqa: E402
 from pipeline.device import use_cpu  # noqa: E402
 from pipeline.methods import METHODS, parse_method  # noqa: E402
 from pipeline.trainer import Trainer, process_group_kwargs  # noqa: E402
+from pipeline.baseline import print_what_distillation_buys, student_alone  # noqa: E402
 
 log = logging.getLogger("launch")
 
@@ -29,7 +30,11 @@ def train_missing_teacher(cfg):
     teacher_cfg.student = copy.deepcopy(cfg.teacher)
     teacher_cfg.student.checkpoint = ""
     teacher_cfg.train.epochs = cfg.teacher.train_epochs or cfg.train.epochs
-    teacher_cfg.train.name = f"teacher-{cfg.teacher.arch}"
+    if cfg.teacher.train_per_class >= 0:  # the teacher may see more of the photos than the student
+        teacher_cfg.data.per_class = cfg.teacher.train_per_class
+    teacher_cfg.train.baseline = False
+    # Named after the cache file: a run folder left by another teacher setting must not be resumed as this one.
+    teacher_cfg.train.name = f"teacher-{Path(cfg.teacher.checkpoint).stem}"
     log.warning("teacher checkpoint %s is missing: training the teacher (%s, %d epochs, --method none) first",
                 cfg.teacher.checkpoint, cfg.teacher.arch, teacher_cfg.train.epochs)
     trainer = Trainer(teacher_cfg, resume="auto")
@@ -71,7 +76,12 @@ def run(cfg, args):
             return  # stopped by a signal, checkpoint written: exit 0, the requeued job resumes the teacher
     # A run stopped by SIGUSR1/SIGTERM returns after its checkpoint and exits 0 too (a non-zero worker exit
     # would make the torchrun agent report a crash); requeueing is the Slurm batch script's decision.
-    Trainer(cfg, resume=args.resume).fit()
+    alone = student_alone(cfg) if cfg.train.baseline and needs_teacher else None  # what distillation buys
+    if alone is not None and alone.get("stopped"):
+        return  # as above: the requeued job resumes the student-alone run
+    summary = Trainer(cfg, resume=args.resume).fit()
+    if alone and not summary.get("stopped") and state.is_main_process:
+        print_what_distillation_buys(cfg, alone, summary)
 
 
 if __name__ == "__main__":

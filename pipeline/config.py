@@ -66,6 +66,8 @@ class ModelConfig(Section):
     pretrained: bool = Field(False, description="timm hub weights (needs the network)")
     train_if_missing: bool = Field(False, description="teacher only: train it with `--method none` when `checkpoint` is absent")
     train_epochs: int = Field(0, ge=0, description="epochs for that teacher run (0 = train.epochs)")
+    train_per_class: int = Field(
+        -1, ge=-1, description="teacher only: data.per_class of that teacher run (-1 = data.per_class, 0 = all)")
     mean: Annotated[list[Unit], AfterValidator(_empty_or_three)] = Field(
         [], description="input mean the weights were trained with, on 0..1 pixels ([] = the arch's pretrained_cfg)")
     std: Annotated[list[PositiveFloat], AfterValidator(_empty_or_three)] = Field(
@@ -115,6 +117,8 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps inside an epoch (0 = per epoch only)")
     skip_nonfinite: bool = Field(False, description="skip a step with a non-finite loss instead of stopping")
     dist_timeout_s: int = Field(600, ge=1, description="a collective waiting longer (a dead or hung rank) raises instead of hanging")
+    baseline: bool = Field(
+        False, description="also train the student alone (--method none, once, cached beside the teacher) and print both")
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="auto (CUDA, else one CPU process) | cuda (an error without CUDA) | cpu (any number of CPU processes)")
 

@@ -1,0 +1,81 @@
+"""launch/compare.py on a tiny subset (2 methods, 1 seed, a few steps) and launch/plot.py; the demo's baseline."""
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, tiny_run_args
+
+sys.path.insert(0, str(REPO / "launch"))
+import compare  # noqa: E402
+import plot  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_aggregate_hand_worked():
+    """Mean, sample std and the seed-paired gain over `none`, against numbers worked by hand."""
+    results = [{"method": "none", "seed": s, "student_top1": t1, "student_top5": 90.0, "wall_s": 10.0, "views": 1}
+               for s, t1 in enumerate([70.0, 72.0, 74.0])]
+    results += [{"method": "kd", "seed": s, "student_top1": t1, "student_top5": 95.0, "wall_s": 20.0, "views": 1}
+                for s, t1 in enumerate([75.0, 76.0, 80.0])]
+    rows = {r["method"]: r for r in compare.aggregate(results, ["none", "kd"])}
+    assert rows["none"]["top1"] == pytest.approx((72.0, 2.0))
+    assert rows["kd"]["top1"] == pytest.approx((77.0, statistics.stdev([75.0, 76.0, 80.0])))
+    # gains per seed: 5, 4, 6 -> mean 5, std 1
+    assert rows["kd"]["gain"] == pytest.approx((5.0, 1.0))
+    assert rows["kd"]["wall_s"] == 20.0
+
+
+def test_compare_tiny_then_reuse(tmp_path, tiny_teacher, monkeypatch, capsys):
+    out = tmp_path / "cmp"
+    argv = ["--methods", "none,kd", "--seeds", "1", "--out", str(out)] + tiny_run_args(out, tiny_teacher)
+    first = compare.main(argv)
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["seed"]) for r in lines] == [("none", 0), ("kd", 0)]
+    for r in lines:
+        assert 0 <= r["student_top1"] <= r["student_top5"] <= 100
+        assert (Path(r["run_dir"]) / "summary.json").is_file()
+        assert (Path(r["run_dir"]) / "student.safetensors").is_file()
+    kd = lines[1]
+    assert kd["teacher_top1"] is not None and lines[0]["teacher_top1"] is None  # `none` has no teacher
+    table = (out / "results.md").read_text()
+    gain = kd["student_top1"] - lines[0]["student_top1"]
+    assert f"| kd | 1 | {kd['student_top1']:.2f} +- 0.00 |" in table
+    assert f"{gain:+.2f} +- 0.00" in table
+    assert f"| teacher (resnet10t) | - | {kd['teacher_top1']:.2f} |" in table
+    for name in ("top1.png", "val_top1.png", "curves.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and 5_000 < len(data) < 200_000, name
+    progress = capsys.readouterr().out
+    assert "[compare 1/2] none seed 0: training" in progress and "[compare 2/2] kd seed 0: top-1" in progress
+
+    # A second invocation reuses both finished runs: building a Trainer would be an error.
+    import pipeline.trainer
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(pipeline.trainer, "Trainer", no_training)
+    second = compare.main(argv)
+    assert [r["student_top1"] for r in second["results"]] == [r["student_top1"] for r in first["results"]]
+    assert "[compare 2/2] kd seed 0: reusing" in capsys.readouterr().out
+
+
+def test_plot_cli_overlays_runs(tmp_path, capsys):
+    """Two hand-written metrics.jsonl files: every loss term, lr, images/s and top-1 give a PNG."""
+    dirs = []
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        d = tmp_path / name
+        d.mkdir()
+        recs = [{"kind": "train", "step": s, "lr": 0.1, "images_per_s": 100.0, "loss": 3 * scale / s,
+                 "loss/ce": scale / s, "loss/kd": 2 * scale / s} for s in range(1, 6)]
+        recs += [{"kind": "eval", "epoch": e, "student_top1": 50.0 + e} for e in (1, 2)]
+        (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{torn")
+        dirs.append(str(d))
+    assert plot.eval_curve(plot.read_metrics(dirs[0])) == ([1, 2], [51.0, 52.0])
+    plot.main(dirs + ["--out", str(tmp_path / "c.png")])
+    assert (tmp_path / "c.png").read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(SystemExit, match="no metrics.jsonl"):
+        plot.main([str(tmp_path / "missing"), "--out", str(tmp_path / "d.png")])
