@@ -5,6 +5,7 @@ absent, torchvision's download (needs the network).
 """
 from __future__ import annotations
 
+import fcntl
 import gzip
 import logging
 import os
@@ -57,14 +58,24 @@ def demo_root(demo_dir: str) -> Path:
 
 
 def prepare_demo_data(demo_dir: str) -> Path:
-    """Write the JPEG tree once (atomically: a temporary folder renamed into place) and return its root."""
+    """Write the JPEG tree once (atomically: a temporary folder renamed into place) and return its root.
+    Processes that share the folder (test workers, separate jobs) take a file lock: one writes, the others
+    wait and then read it, so none replaces a tree another is reading."""
     root = demo_root(demo_dir)
     if (root / "COMPLETE").exists():
         return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "COMPLETE").exists():
+            _write_demo_tree(root)
+    return root
+
+
+def _write_demo_tree(root: Path):
     from PIL import Image
 
     log.info("writing the demo data (Fashion-MNIST as JPEG files) to %s, once", root)
-    root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=root.parent))
     try:
         for split, (images, labels) in _load_arrays(tmp / "download").items():
@@ -80,4 +91,3 @@ def prepare_demo_data(demo_dir: str) -> Path:
         os.replace(tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return root
