@@ -368,7 +368,7 @@ def scratch_copy(parent: Path, name: str) -> Path:
 def run_tests(root: Path, tests, timeout: int) -> tuple[str, float, str]:
     """('passed' | 'failed' | 'timeout', seconds, output tail) of `pytest -x -q tests` in `root`."""
     env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0", "-m", "", *tests]  # one process, slow tests too
     start = time.time()
     try:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)

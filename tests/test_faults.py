@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from tests.slurm_runs import EPOCHS, REPO, STEPS_PER_EPOCH, reference_run, tail, tiny_args
 
 sys.path.insert(0, str(REPO))
@@ -15,6 +17,8 @@ from bench.faults import Fault, compare, soak  # noqa: E402
 EVERY = 2  # tiny_args' train.checkpoint_every
 
 
+@pytest.mark.slow  # ~2 min: CI runs it (-m slow); bench/faults.py is the full soak
+@pytest.mark.xdist_group("slurm_reference")  # one worker makes the shared uninterrupted run once
 def test_three_faults_are_survived_and_the_final_weights_equal_the_uninterrupted_run(tmp_path, tmp_path_factory):
     reference, _, _ = reference_run(tmp_path_factory)  # shared with the preemption tests
     run_dir, logs = tmp_path / "runs" / "tiny", tmp_path / "logs"

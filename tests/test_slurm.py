@@ -29,6 +29,7 @@ def test_script_is_valid_bash_and_its_stop_timeout_fits_in_the_signal_lead_time(
     assert stop_timeout < int(lead)
 
 
+@pytest.mark.xdist_group("slurm_reference")  # one worker makes the shared uninterrupted run once
 def test_two_node_launch_trains_to_completion(tmp_path_factory):
     run_dir, done, tmp = reference_run(tmp_path_factory)
     log = tmp / "job.log"
@@ -43,6 +44,7 @@ def test_two_node_launch_trains_to_completion(tmp_path_factory):
     assert "requeue" not in (tmp / "slurm.log").read_text()
 
 
+@pytest.mark.xdist_group("slurm_reference")  # one worker makes the shared uninterrupted run once
 def test_usr1_to_the_batch_shell_checkpoints_requeues_and_the_requeued_job_resumes_exactly(
         tmp_path, tmp_path_factory):
     reference, _, _ = reference_run(tmp_path_factory)

@@ -15,7 +15,7 @@ import torch
 from kernels import ccd, reference
 
 THETA, EPS = 2.0, 1e-5
-LARGE = pytest.mark.timeout(600)  # interpreter-heavy; runs everywhere, listed apart (-k "not large" to skip locally)
+LARGE = [pytest.mark.slow, pytest.mark.timeout(600)]  # interpreter-heavy: CI runs it (-m slow), the README's command not
 SHAPES = [(B, d) for B in (2, 7, 64) for d in (64, 100, 512)] + [
     pytest.param(129, 64), pytest.param(129, 100), pytest.param(129, 512, marks=LARGE, id="129-512-large")]
 DTYPES = [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)]  # (input dtype, relative tolerance)

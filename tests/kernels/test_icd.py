@@ -18,7 +18,7 @@ from kernels import icd, reference
 
 ALPHA, MAX_SCALE = 0.5, 10.0
 UNCLAMPED, CLAMPED = 1.0, 3.0  # exp(3) > 10: the scale sits on the clamp
-LARGE = pytest.mark.timeout(600)  # interpreter-heavy; runs everywhere, listed apart (-k "not large" to skip locally)
+LARGE = [pytest.mark.slow, pytest.mark.timeout(600)]  # interpreter-heavy: CI runs it (-m slow), the README's command not
 SHAPES = [(B, D) for B in (2, 7, 64) for D in (64, 100, 512)] + [
     pytest.param(129, 64), pytest.param(129, 100), pytest.param(129, 512, marks=LARGE, id="129-512-large")]
 DTYPES = [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)]  # (input dtype, relative tolerance)
