@@ -86,6 +86,7 @@ def evaluations(run_dir: Path) -> list[dict]:
 
 # ---- two processes: a signal reaching one rank stops all of them --------------------------------------
 @pytest.mark.xdist_group("slurm_reference")  # one worker makes the shared uninterrupted run once
+@pytest.mark.slow
 def test_sigterm_to_one_rank_mid_epoch_stops_every_rank_and_resume_is_exact(tmp_path, tmp_path_factory):
     reference, _, _ = reference_run(tmp_path_factory)  # the same run uninterrupted (two fake nodes)
     run_dir, log = tmp_path / "runs" / "tiny", tmp_path / "run.log"

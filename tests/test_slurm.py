@@ -30,6 +30,7 @@ def test_script_is_valid_bash_and_its_stop_timeout_fits_in_the_signal_lead_time(
 
 
 @pytest.mark.xdist_group("slurm_reference")  # one worker makes the shared uninterrupted run once
+@pytest.mark.slow
 def test_two_node_launch_trains_to_completion(tmp_path_factory):
     run_dir, done, tmp = reference_run(tmp_path_factory)
     log = tmp / "job.log"
@@ -45,6 +46,7 @@ def test_two_node_launch_trains_to_completion(tmp_path_factory):
 
 
 @pytest.mark.xdist_group("slurm_reference")  # one worker makes the shared uninterrupted run once
+@pytest.mark.slow
 def test_usr1_to_the_batch_shell_checkpoints_requeues_and_the_requeued_job_resumes_exactly(
         tmp_path, tmp_path_factory):
     reference, _, _ = reference_run(tmp_path_factory)
@@ -70,6 +72,7 @@ def test_usr1_to_the_batch_shell_checkpoints_requeues_and_the_requeued_job_resum
     assert_same_weights(student_weights(run_dir), student_weights(reference))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["rank-dies", "rank-hangs"])
 def test_a_dead_or_hung_rank_takes_every_node_down_within_the_timeout(tmp_path, fault):
     """SIGKILL: the survivor's collective fails at once. SIGSTOP (a hung GPU, a stuck file system): the
