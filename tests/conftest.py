@@ -6,6 +6,7 @@ import os
 # interpreter. Set once for the whole session, as any test directory may import triton first (e.g.
 # through torch or DALI). GPU build tests compile in a subprocess with the variable removed.
 os.environ["TRITON_INTERPRET"] = "1"
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+
+
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    """The Trainer installs SIGUSR1/SIGTERM handlers; every test gives pytest its own back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
 
 
 @pytest.fixture(scope="session")

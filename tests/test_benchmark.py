@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 
 import pytest
 import timm
@@ -16,13 +15,6 @@ from pipeline.config import parse_args
 
 SIZE, BATCH = 32, 4
 
-
-@pytest.fixture(autouse=True)
-def restore_signal_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 def bench_args(mode: str) -> argparse.Namespace:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
-import signal
 from pathlib import Path
 
 import accelerate.checkpointing
@@ -23,14 +22,6 @@ from tests.slurm_runs import REPO, metrics, tiny_args
 
 STEPS = 4
 
-
-@pytest.fixture(autouse=True)
-def restore_signal_handlers():
-    """The Trainer installs SIGUSR1/SIGTERM handlers; give pytest its own back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 def make_trainer(output_dir: Path, resume: str = "", **overrides) -> Trainer:

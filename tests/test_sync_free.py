@@ -8,7 +8,6 @@ skipped on both, leaving weights and momentum untouched and identical on both ra
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from contextlib import contextmanager
 
@@ -22,13 +21,6 @@ from tests.conftest import REPO, accelerate_launch, tiny_run_args
 HOST_READS = ("item", "__bool__", "__float__", "__int__", "tolist")
 WATCHED = ("pipeline/trainer.py", "pipeline/methods/", "kernels/")
 
-
-@pytest.fixture(autouse=True)
-def restore_signal_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 @contextmanager

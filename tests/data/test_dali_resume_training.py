@@ -8,7 +8,6 @@ fail) is shown, cheaper, at the loader level in test_dali_resume.py.
 from __future__ import annotations
 
 import logging
-import signal
 
 import pytest
 import torch
@@ -22,14 +21,6 @@ from tests.conftest import REPO, tiny_run_args  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
-
-@pytest.fixture(autouse=True)
-def restore_signal_handlers():
-    """The Trainer installs SIGUSR1/SIGTERM handlers; give pytest its own back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 def trainer(out, teacher, method, resume=""):
