@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ensure_demo_teacher  # noqa: E402
+from bench.common import ensure_demo_teacher, interleaved  # noqa: E402
 from pipeline.config import parse_args  # noqa: E402
 from pipeline.trainer import Trainer  # noqa: E402
 
@@ -50,17 +48,9 @@ def time_steps(trainers: dict[str, Trainer], rounds: int, steps: int) -> dict[st
         batches[method] = next(iter(trainer.train_loader))
         trainer.model.train()
         trainer.train_step(batches[method])  # warm-up
-    wall = {m: [] for m in trainers}
-    cpu = {m: [] for m in trainers}
-    order = list(trainers)
-    for r in range(rounds):
-        for method in order[r % len(order):] + order[:r % len(order)]:
-            w, c = time.perf_counter(), time.process_time()
-            for _ in range(steps):
-                trainers[method].train_step(batches[method])
-            wall[method].append((time.perf_counter() - w) / steps)
-            cpu[method].append((time.process_time() - c) / steps)
-    return {m: (statistics.median(wall[m]), statistics.median(cpu[m])) for m in trainers}
+    cases = {m: (lambda t=trainer, b=batches[m]: t.train_step(b)) for m, trainer in trainers.items()}
+    times = interleaved(cases, rounds, repeats=steps, warmup=0)  # warmed up above
+    return {m: (times[m]["wall"], times[m]["cpu"]) for m in trainers}
 
 
 def main():
