@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/crd.py [--nce-k 16384] [--per-class 1000] [--rounds 5] [--steps 2]
 
-One process (the trainer's CPU path, no compile), the demo recipe (configs/demo.yaml: 28 x 28 photos,
-ResNet-18 teacher, ResNet-10-T student, batch 128) on `--per-class` images per class (N = 10 x that:
-the memory banks' rows). The teacher's weights are random (timing does not depend on them, and a fresh
-clone need not train the demo teacher for this). Each case's `Trainer.train_step` (teacher and student
+One process (the trainer's CPU path, no compile), the demo recipe (configs/demo.yaml: 28 x 28 photos)
+with a ResNet-18 teacher and a ResNet-10-T student (the pair of the figures in docs/), batch 128, on
+`--per-class` images per class (N = 10 x that: the memory banks' rows). The teacher's weights are
+random (timing does not depend on them, and a fresh clone need not train the demo teacher for this). Each case's `Trainer.train_step` (teacher and student
 forward, method terms, backward, optimizer step; no data loading) runs on one fixed batch, the cases
 interleaved round by round (bench/common.py); figures are medians over rounds, wall and process CPU time.
 Cases: kd (the floor), crd+kd with the official negatives (each anchor's K drawn from other classes:
@@ -55,7 +55,8 @@ def main():
         teacher = random_teacher(Path(tmp) / "teacher.safetensors", "resnet18", 10)
         for name, (method, extra) in cases.items():
             cfg, _ = parse_args(["--config", "configs/demo.yaml", "--method", method, "--train.name", name.replace(" ", "_"),
-                                 "--teacher.checkpoint", teacher, "--data.per_class", str(args.per_class),
+                                 "--teacher.checkpoint", teacher, "--teacher.arch", "resnet18",
+                                 "--student.arch", "resnet10t", "--data.per_class", str(args.per_class),
                                  "--data.backend", "torch", "--data.workers", "0", "--train.output_dir", tmp,
                                  "--train.compile", "off", "--train.batch_size", str(args.batch_size),
                                  "--crd.nce_k", str(args.nce_k), *extra])

@@ -3,13 +3,13 @@
     .venv/bin/python bench/methods.py [--epochs 2] [--per-class 500] [--methods none,kd,...] [--crd-k 16384]
 
 One process (the CPU path of the trainer), the demo recipe (configs/demo.yaml: Fashion-MNIST photos at
-28 x 28, cached ResNet-18 teacher, ResNet-10-T student, batch 128) on a `--per-class` subset; every
+28 x 28, its cached teacher, its student and batch) on a `--per-class` subset; every
 method runs the same epochs, seed, schedule and data (top-1 on `--val-per-class` images per class).
 Step time: afterwards, each trained method's `Trainer.train_step` (teacher and student forward, method
 terms, backward, optimizer step; no data loading) runs on one fixed batch, the methods interleaved
 round by round (`--rounds`, order rotated each round) so that other load on the machine hits them
 alike; the figure is the median over the rounds, in wall time and in the process's CPU time (all its
-threads). Two-view methods (dkd, ccd, dccd) push 2 x 128 images through both networks per step; slkd
+threads). Two-view methods (dkd, ccd, dccd) push 2 x batch images through both networks per step; slkd
 trains two extra ResNet-18s. The load average when timing starts and ends is printed.
 """
 from __future__ import annotations
@@ -77,8 +77,9 @@ def main():
     base_wall, base_cpu = times.get("none", next(iter(times.values())))
     teacher = next((f"{s['teacher_top1']:.2f}" for s in summaries.values() if s.get("teacher_top1") is not None),
                    "-")
+    batch = next(iter(trainers.values())).cfg.train.batch_size
     print(f"\ndemo, {args.epochs} epochs, {args.per_class} train / {args.val_per_class} val images per class, "
-          f"batch 128, 1 process, {os.cpu_count()} cores; teacher top-1 {teacher}; step times: median of {args.rounds} "
+          f"batch {batch}, 1 process, {os.cpu_count()} cores; teacher top-1 {teacher}; step times: median of {args.rounds} "
           f"interleaved rounds of {args.steps} steps, load average {load_before:.1f} -> {load_after:.1f}")
     print("| method | student top-1 | step ms (wall) | x none (wall) | step ms (CPU) | x none (CPU) |")
     print("|---|---|---|---|---|---|")

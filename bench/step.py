@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/step.py [--methods kd,icd+kd,dccd] [--rounds 5] [--repeats 3] [--batch 128]
 
-On whatever device it finds: the demo pair (ResNet-18 -> ResNet-10-T, 28 px) on CPU, ResNet-34 ->
+On whatever device it finds: ResNet-18 -> ResNet-10-T at 28 px (the demo's images) on CPU, ResNet-34 ->
 ResNet-18 at 224 px where CUDA is present; one synthetic batch, made once on the device, for all.
   ours:   `Trainer.train_step` (pipeline/benchmark.py's BenchmarkTrainer: the real step, no loader).
   papers: the loop of the methods' public code: fp32, the teacher's forward on its own under no_grad,
@@ -77,10 +77,13 @@ class PlainStep:
 
 def build_cases(method: str, args) -> dict:
     cuda = torch.cuda.is_available()
-    pair = ["--teacher.arch", "resnet34", "--student.arch", "resnet18", "--data.image_size", "224",
-            "--data.root", "/imagenet"] if cuda else []  # data.root only sets 1000 classes: no data is read
+    pair = (["--teacher.arch", "resnet34", "--student.arch", "resnet18", "--data.image_size", "224",
+             "--data.val_resize", "256", "--data.root", "/imagenet"] if cuda
+            else ["--teacher.arch", "resnet18", "--student.arch", "resnet10t"])
+    # (data.root only sets 1000 classes: no data is read. On CPU the pair of docs/performance.md's figures. No
+    # teacher checkpoint: a random teacher of the arch, the same cost.)
     cfg, _ = parse_args(["--config", "configs/demo.yaml", "--method", method, "--train.batch_size",
-                         str(args.batch), "--train.log_every", "1000000"] + pair)
+                         str(args.batch), "--train.log_every", "1000000", "--teacher.checkpoint", ""] + pair)
     trainer = BenchmarkTrainer(cfg)
     batch = trainer.synthetic_batch()
     papers, floor = PlainStep(cfg, trainer, log=True, fused=False), PlainStep(cfg, trainer, log=False, fused=False)

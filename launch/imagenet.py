@@ -32,6 +32,7 @@ def train_missing_teacher(cfg):
     teacher_cfg.train.epochs = cfg.teacher.train_epochs or cfg.train.epochs
     if cfg.teacher.train_per_class >= 0:  # the teacher may see more of the photos than the student
         teacher_cfg.data.per_class = cfg.teacher.train_per_class
+    teacher_cfg.train.batch_size = cfg.teacher.train_batch_size or cfg.train.batch_size
     teacher_cfg.train.baseline = False
     # Named after the cache file: a run folder left by another teacher setting must not be resumed as this one.
     teacher_cfg.train.name = f"teacher-{Path(cfg.teacher.checkpoint).stem}"

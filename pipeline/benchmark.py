@@ -7,7 +7,8 @@ absent: the same cost). `loader` times the configured train loader alone. Both: 
 steady-state steps timed with the device synchronised only at their ends; images/s counts samples (a
 two-view method's sample is two images through every network). The time split comes from separate
 timed passes of each part (eager modules, synchronised around each pass), so its parts need not add up
-to a compiled step; `other` is the rest. FLOPs per image: torch.utils.flop_counter over one eager
+to a compiled step; `other` is the rest, shown as 0 when the parts, timed apart, add up to more than the
+whole step (compilation's fusion, or timing noise on a shared CPU). FLOPs per image: torch.utils.flop_counter over one eager
 step (teacher forward, student and method modules forward and backward; the matmuls and convolutions).
 Prints a table and one line `BENCHMARK {json}`.
 """
@@ -28,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.config import Config
 from pipeline.data import build_loaders
+from pipeline.errors import BadInputError
 from pipeline.methods import NetOutput, Outputs
 from pipeline.models import freeze
 from pipeline.trainer import Trainer
@@ -98,9 +100,12 @@ class BenchmarkTrainer(Trainer):
     def create_teacher(self):
         c = self.cfg.teacher
         if c.pretrained or (c.checkpoint and Path(c.checkpoint).is_file()):
-            return super().create_teacher()
-        log.warning("benchmark: no teacher weights (%s): a randomly initialised %s (the same cost)",
-                    c.checkpoint or "none set", c.arch)
+            try:
+                return super().create_teacher()
+            except BadInputError as e:  # e.g. the demo's teacher file under --teacher.arch resnet34
+                log.warning("benchmark: %s", e)
+        log.warning("benchmark: no teacher weights for %s (%s): a randomly initialised one (the same cost)",
+                    c.arch, c.checkpoint or "none set")
         random = type(c)(arch=c.arch)
         return self.place_teacher(freeze(self.create_network(random)))
 
@@ -189,7 +194,7 @@ def benchmark_step(cfg: Config, args: argparse.Namespace) -> dict:
         split = trainer.time_split(batch, max(3, args.benchmark_steps // 3))
         if trainer.writer is not None:
             trainer.writer.close()
-    split["other"] = 1e3 * step_s - sum(split.values())
+    split["other"] = max(0.0, 1e3 * step_s - sum(split.values()))
     return {"images_per_s": trainer.batch_per_process / step_s, "step_ms": 1e3 * step_s,
             "flops_per_image": flops / trainer.batch_per_process, "time_split_ms": split, "peak_memory_mb": memory,
             "batch_size": trainer.batch_per_process, "views": trainer.views, "device": str(device),

@@ -193,6 +193,16 @@ def read_loader_state(path: Path, process: int) -> dict | None:
 
 
 def prune(run_dir: Path, keep: int):
-    complete = [p for p in list_checkpoints(run_dir) if is_complete(p)]
-    for path in complete[:-keep] if keep > 0 else []:
+    """Keep the newest `keep` complete checkpoints (0: all). A damaged checkpoint older than the newest
+    complete one can never be resumed from (resume only reads complete ones): it goes too, with a warning,
+    so that a run taking faults by the dozen does not fill its disk with them."""
+    folders = list_checkpoints(run_dir)
+    complete = [p for p in folders if is_complete(p)]
+    doomed = complete[:-keep] if keep > 0 else []
+    if complete:
+        damaged = [p for p in folders if p < complete[-1] and p not in complete]
+        for path in damaged:
+            log.warning("removing damaged checkpoint %s: %s is newer and complete", path, complete[-1].name)
+        doomed += damaged
+    for path in doomed:
         shutil.rmtree(path, ignore_errors=True)

@@ -68,6 +68,7 @@ class ModelConfig(Section):
     train_epochs: int = Field(0, ge=0, description="epochs for that teacher run (0 = train.epochs)")
     train_per_class: int = Field(
         -1, ge=-1, description="teacher only: data.per_class of that teacher run (-1 = data.per_class, 0 = all)")
+    train_batch_size: int = Field(0, ge=0, description="teacher only: train.batch_size of that teacher run (0 = train.batch_size)")
     mean: Annotated[list[Unit], AfterValidator(_empty_or_three)] = Field(
         [], description="input mean the weights were trained with, on 0..1 pixels ([] = the arch's pretrained_cfg)")
     std: Annotated[list[PositiveFloat], AfterValidator(_empty_or_three)] = Field(
@@ -111,6 +112,7 @@ class TrainConfig(Section):
     seed: int = Field(0, ge=0, description="initial weights, sample order and augmentation")
     steps_per_epoch: int = Field(0, ge=0, description="cap the steps of an epoch (0 = the whole epoch; smoke runs)")
     log_every: int = Field(20, ge=1, description="log the training losses every N steps")
+    eval_every: int = Field(1, ge=1, description="evaluate on the validation set every N epochs (and after the last)")
     output_dir: str = Field("runs", min_length=1, description="runs are written to output_dir/name")
     name: str = Field("", description="run folder name ('' = method-teacher-student)")
     keep_checkpoints: int = Field(3, ge=1, description="newest complete checkpoints kept")

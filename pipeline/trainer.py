@@ -216,9 +216,10 @@ class Trainer:
                             "--resume auto", cause, self.global_step, self.epoch + 1, self.step_in_epoch,
                             self.steps_per_epoch)
                 return {"stopped": True, "global_step": self.global_step}
-            metrics = self.evaluate()
             self.step_in_epoch = 0
-            self.log_metrics({"epoch": self.epoch + 1, **metrics}, kind="eval")
+            epochs_done = self.epoch + 1
+            if epochs_done % self.cfg.train.eval_every == 0 or epochs_done == self.cfg.train.epochs:
+                self.log_metrics({"epoch": epochs_done, **self.evaluate()}, kind="eval")
             self.save(epoch_done=True)
         summary = {"method": self.cfg.method, "student": self.cfg.student.arch, "teacher": self.cfg.teacher.arch,
                    "epochs": self.cfg.train.epochs, "wall_s": round(time.time() - start, 1),
@@ -372,10 +373,9 @@ class Trainer:
             metrics[f"{name}_top5"] = 100 * counts[i, 1].item() / seen.item()
             if self.real_labels is not None:
                 metrics[f"{name}_real_top1"] = 100 * counts[i, 2].item() / max(1, counts[i, 3].item())
-        if self.teacher is not None and "teacher_top1" not in metrics and self.history:
-            metrics["teacher_top1"] = self.history[-1].get("teacher_top1")
-            if self.real_labels is not None:
-                metrics["teacher_real_top1"] = self.history[-1].get("teacher_real_top1")
+        if self.teacher is not None and "teacher_top1" not in metrics and self.history:  # evaluated once: carried
+            for key in ("teacher_top1", "teacher_top5") + (("teacher_real_top1",) if self.real_labels is not None else ()):
+                metrics[key] = self.history[-1].get(key)
         self.history.append(metrics)
         return metrics
 

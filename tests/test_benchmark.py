@@ -23,7 +23,8 @@ def bench_args(mode: str) -> argparse.Namespace:
 
 def tiny_cfg(tmp_path, method="kd"):
     cfg, _ = parse_args(["--method", method, "--teacher.arch", "resnet10t", "--teacher.checkpoint", "",
-                         "--student.arch", "resnet10t", "--data.image_size", str(SIZE), "--data.backend", "torch",
+                         "--student.arch", "resnet10t", "--data.image_size", str(SIZE), "--data.val_resize", str(SIZE),
+                         "--data.backend", "torch",
                          "--data.per_class", "4", "--data.workers", "0", "--train.batch_size", str(BATCH),
                          "--train.compile", "off", "--data.demo_dir", ".data/fashion_mnist_jpeg"])
     return cfg
@@ -99,3 +100,13 @@ def test_grouped_convolution_backward_costs_twice_its_forward():
         conv(x).sum().backward()
     forward = 2 * (2 * 64 * 14 * 14) * 9  # one 3x3 multiply-add per output element
     assert c.get_total_flops() == 3 * forward
+
+
+def test_teacher_weights_of_another_arch_give_a_random_teacher_of_the_benchmarked_arch(tmp_path, tiny_teacher):
+    from pipeline.benchmark import BenchmarkTrainer
+
+    cfg = tiny_cfg(tmp_path)
+    cfg.teacher.arch, cfg.teacher.checkpoint = "resnet18", str(tiny_teacher)  # a resnet10t file, as the demo's
+    cfg.train.output_dir = str(tmp_path)
+    trainer = BenchmarkTrainer(cfg)
+    assert trainer.teacher.feature_dim == timm.create_model("resnet18", num_classes=10).num_features

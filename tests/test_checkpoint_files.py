@@ -64,12 +64,20 @@ def test_newest_complete_first_and_pruning_keeps_the_last_k_complete(tmp_path):
     (checkpoint.checkpoint_dir(tmp_path, 8) / "model.safetensors").write_bytes(b"")  # the newest is damaged
     assert checkpoint.find_latest(tmp_path) == checkpoint.checkpoint_dir(tmp_path, 6)
     assert [p.name[-2:] for p in checkpoint.complete_checkpoints(tmp_path)] == ["06", "04", "02"]
-    save(tmp_path, 10, keep=2)  # prune counts complete checkpoints only: 6 and 10 stay, 2 and 4 go
-    names = [p.name[-2:] for p in checkpoint.list_checkpoints(tmp_path)]
-    assert names == ["06", "08", "10"]
+    save(tmp_path, 10, keep=2)  # prune counts complete checkpoints only: 6 and 10 stay, 2 and 4 go, and
+    names = [p.name[-2:] for p in checkpoint.list_checkpoints(tmp_path)]  # the damaged 8, older than 10, goes
+    assert names == ["06", "10"]
     # steps sort numerically even past a power of ten (zero-padded names)
     save(tmp_path, 100, keep=2)
     assert checkpoint.find_latest(tmp_path) == checkpoint.checkpoint_dir(tmp_path, 100)
+
+
+def test_a_damaged_checkpoint_newer_than_every_complete_one_is_kept(tmp_path):
+    for step in (2, 4):
+        save(tmp_path, step, keep=0)
+    (checkpoint.checkpoint_dir(tmp_path, 4) / "model.safetensors").write_bytes(b"")  # newer than 2, the newest good
+    checkpoint.prune(tmp_path, keep=1)
+    assert [p.name[-2:] for p in checkpoint.list_checkpoints(tmp_path)] == ["02", "04"]
 
 
 def test_debris_is_not_a_checkpoint_and_the_next_save_removes_it(tmp_path):

@@ -94,6 +94,17 @@ def test_metrics_file_has_train_and_eval_lines(tmp_path, tiny_teacher, demo_root
     assert timm.create_model(f"local-dir:{trainer.run_dir / 'student'}", pretrained=True).num_classes == 10
 
 
+def test_eval_every_evaluates_on_its_epochs_and_after_the_last(tmp_path, tiny_teacher, demo_root):
+    trainer = make_trainer(tmp_path, tiny_teacher, method="kd", **{
+        "train.epochs": 5, "train.steps_per_epoch": 1, "train.eval_every": 2})
+    summary = trainer.fit()
+    lines = [json.loads(x) for x in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines if m["kind"] == "eval"] == [2, 4, 5]
+    assert summary["student_top1"] == lines[-1]["student_top1"]
+    assert all(m.get("teacher_top1") is not None and m.get("teacher_top5") is not None
+               for m in lines if m["kind"] == "eval")
+
+
 def test_loader_workers_leave_the_trainer_process_group(demo_root):
     """torchrun signals the trainer's process group before preemption; a loader worker killed by that
     signal would crash the trainer before it checkpoints, so workers live in a group of their own."""
