@@ -32,7 +32,7 @@ def test_report_hand_worked():
     text = what_distillation_buys(cfg, {"student_top1": 70.0, "student_top5": 95.0},
                                   {"student_top1": 74.5, "student_top5": 97.25, "teacher_top1": 88.0,
                                    "val_images": 2000})
-    assert "teacher resnet18" in text and "88.00 / -" in text
+    assert f"teacher {cfg.teacher.arch}" in text and "88.00 / -" in text
     assert "70.00 / 95.00" in text
     assert "distilled (--method kd)" in text and "74.50 / 97.25" in text
     assert "+4.50 points" in text

@@ -105,25 +105,34 @@ def test_eval_every_evaluates_on_its_epochs_and_after_the_last(tmp_path, tiny_te
                for m in lines if m["kind"] == "eval")
 
 
+LOADER_WORKER_GROUPS = """
+import os, sys
+import psutil, torch
+from pipeline.data.folder import list_image_folder
+from pipeline.data.torch_loader import TorchLoader
+loader = TorchLoader(list_image_folder(sys.argv[1], 4), train=True, batch_size=8, views=1, image_size=28,
+                     val_resize=32, min_area=0.35, mean=[0.5] * 3, std=[0.5] * 3, workers=1, seed=0, rank=0,
+                     world=1, device=torch.device("cpu"))
+before = {p.pid for p in psutil.Process().children()}
+next(iter(loader))
+workers = [p for p in psutil.Process().children() if p.pid not in before]
+print("trainer", os.getpgid(0), "workers", *[os.getpgid(w.pid) for w in workers])
+"""
+
+
 def test_loader_workers_leave_the_trainer_process_group(demo_root):
     """torchrun signals the trainer's process group before preemption; a loader worker killed by that
-    signal would crash the trainer before it checkpoints, so workers live in a group of their own."""
-    import os
+    signal would crash the trainer before it checkpoints, so workers live in a group of their own.
+    (In a fresh interpreter: forking a worker from a pytest worker that has run hundreds of tests can fail
+    with ENOMEM under the kernel's overcommit heuristic, which says nothing about the loader.)"""
+    import subprocess
+    import sys
 
-    import psutil
-
-    from pipeline.data.folder import list_image_folder
-    from pipeline.data.torch_loader import TorchLoader
-
-    loader = TorchLoader(list_image_folder(demo_root / "train", 4), train=True, batch_size=8, views=1, image_size=28,
-                         val_resize=32, min_area=0.35, mean=[0.5] * 3, std=[0.5] * 3, workers=1, seed=0, rank=0,
-                         world=1, device=torch.device("cpu"))
-    before = {p.pid for p in psutil.Process().children()}
-    next(iter(loader))
-    workers = [p for p in psutil.Process().children() if p.pid not in before]
-    assert workers, "no loader worker process"
-    for worker in workers:
-        assert os.getpgid(worker.pid) != os.getpgid(0)
+    out = subprocess.run([sys.executable, "-c", LOADER_WORKER_GROUPS, str(demo_root / "train")], check=True,
+                         capture_output=True, text=True, timeout=300).stdout.split()
+    trainer_group, workers = out[1], out[3:]
+    assert out[0] == "trainer" and workers, f"no loader worker process: {out}"
+    assert all(group != trainer_group for group in workers), out
 
 
 @pytest.mark.parametrize("arch", ["resnet10t", "resnet18"])
