@@ -5,8 +5,9 @@
 One process (the trainer's CPU path, no compile), the demo recipe (configs/demo.yaml: 28 x 28 photos)
 with a ResNet-18 teacher and a ResNet-10-T student (the pair of the figures in docs/), batch 128, on
 `--per-class` images per class (N = 10 x that: the memory banks' rows). The teacher's weights are
-random (timing does not depend on them, and a fresh clone need not train the demo teacher for this). Each case's `Trainer.train_step` (teacher and student
-forward, method terms, backward, optimizer step; no data loading) runs on one fixed batch, the cases
+random (timing does not depend on them, and a fresh clone need not train the demo teacher for this).
+Each case's `Trainer.train_step` (teacher and student forward, method terms, backward, optimizer step;
+no data loading) runs on one fixed batch, the cases
 interleaved round by round (bench/common.py); figures are medians over rounds, wall and process CPU time.
 Cases: kd (the floor), crd+kd with the official negatives (each anchor's K drawn from other classes:
 a B x K x 128 gather per bank), crd+kd with shared negatives (one (B x 128) @ (128 x K) product per bank).

@@ -18,8 +18,8 @@ from pipeline.config import Config, to_dict
 log = logging.getLogger(__name__)
 
 # Keys that do not change what the student learns: outputs, logging, checkpointing, loader threads.
-IGNORED_TRAIN_KEYS = ("output_dir", "name", "log_every", "eval_every", "keep_checkpoints", "checkpoint_every", "dist_timeout_s",
-                      "skip_nonfinite", "baseline")
+IGNORED_TRAIN_KEYS = ("output_dir", "name", "log_every", "eval_every", "keep_checkpoints", "checkpoint_every",
+                      "dist_timeout_s", "skip_nonfinite", "baseline")
 
 
 def baseline_config(cfg: Config) -> Config:

@@ -8,8 +8,9 @@ steady-state steps timed with the device synchronised only at their ends; images
 two-view method's sample is two images through every network). The time split comes from separate
 timed passes of each part (eager modules, synchronised around each pass), so its parts need not add up
 to a compiled step; `other` is the rest, shown as 0 when the parts, timed apart, add up to more than the
-whole step (compilation's fusion, or timing noise on a shared CPU). FLOPs per image: torch.utils.flop_counter over one eager
-step (teacher forward, student and method modules forward and backward; the matmuls and convolutions).
+whole step (compilation's fusion, or timing noise on a shared CPU). FLOPs per image: torch.utils.flop_counter
+over one eager step (teacher forward, student and method modules forward and backward; the matmuls and
+convolutions).
 Prints a table and one line `BENCHMARK {json}`.
 """
 from __future__ import annotations

@@ -68,7 +68,8 @@ class ModelConfig(Section):
     train_epochs: int = Field(0, ge=0, description="epochs for that teacher run (0 = train.epochs)")
     train_per_class: int = Field(
         -1, ge=-1, description="teacher only: data.per_class of that teacher run (-1 = data.per_class, 0 = all)")
-    train_batch_size: int = Field(0, ge=0, description="teacher only: train.batch_size of that teacher run (0 = train.batch_size)")
+    train_batch_size: int = Field(
+        0, ge=0, description="teacher only: train.batch_size of that teacher run (0 = train.batch_size)")
     mean: Annotated[list[Unit], AfterValidator(_empty_or_three)] = Field(
         [], description="input mean the weights were trained with, on 0..1 pixels ([] = the arch's pretrained_cfg)")
     std: Annotated[list[PositiveFloat], AfterValidator(_empty_or_three)] = Field(

@@ -374,7 +374,8 @@ class Trainer:
             if self.real_labels is not None:
                 metrics[f"{name}_real_top1"] = 100 * counts[i, 2].item() / max(1, counts[i, 3].item())
         if self.teacher is not None and "teacher_top1" not in metrics and self.history:  # evaluated once: carried
-            for key in ("teacher_top1", "teacher_top5") + (("teacher_real_top1",) if self.real_labels is not None else ()):
+            real = ("teacher_real_top1",) if self.real_labels is not None else ()
+            for key in ("teacher_top1", "teacher_top5", *real):
                 metrics[key] = self.history[-1].get(key)
         self.history.append(metrics)
         return metrics

@@ -49,8 +49,8 @@ def tiny_teacher(tmp_path_factory):
 def tiny_run_args(output_dir, teacher_path, **overrides):
     """CLI flags for a few-step run on a small subset of the demo data."""
     flags = {"data.backend": "torch", "data.per_class": 16, "data.val_per_class": 3, "data.workers": 0,
-             "train.batch_size": 16, "train.steps_per_epoch": 4, "train.epochs": 2, "train.log_every": 1, "train.eval_every": 1,
-             "train.output_dir": str(output_dir), "train.name": "run", "train.warmup_epochs": 0, "train.sched": "step",
+             "train.batch_size": 16, "train.steps_per_epoch": 4, "train.epochs": 2, "train.log_every": 1,
+             "train.eval_every": 1, "train.output_dir": str(output_dir), "train.name": "run", "train.warmup_epochs": 0, "train.sched": "step",
              "teacher.arch": "resnet10t", "teacher.checkpoint": str(teacher_path), "train.baseline": False,
              "teacher.train_if_missing": False, "student.arch": "resnet10t", "train.compile": "off"}
     flags.update(overrides)

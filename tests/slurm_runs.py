@@ -99,7 +99,8 @@ def tiny_args(output_dir: Path, name: str = "tiny", **overrides) -> list[str]:
     values = {"method": "none", "student.arch": "resnet10t", "data.backend": "torch", "data.workers": 0,
               "data.per_class": 8, "data.val_per_class": 4, "train.batch_size": 8,
               "train.steps_per_epoch": STEPS_PER_EPOCH, "train.epochs": EPOCHS, "train.checkpoint_every": 2,
-              "train.keep_checkpoints": 3, "train.log_every": 1, "train.eval_every": 1, "train.output_dir": str(output_dir),
+              "train.keep_checkpoints": 3, "train.log_every": 1, "train.eval_every": 1,
+              "train.output_dir": str(output_dir),
               "train.name": name, **overrides}
     return [x for k, v in values.items() for x in (f"--{k}", str(v))]
 
