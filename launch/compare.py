@@ -34,6 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import plot  # noqa: E402
 from imagenet import train_missing_teacher  # noqa: E402
+from pipeline.checkpoint import write_text_atomically  # noqa: E402
 from pipeline.config import ConfigError, parse_args  # noqa: E402
 from pipeline.methods import METHODS, parse_method  # noqa: E402
 
@@ -66,12 +67,9 @@ def run_one(base_argv: list[str], method: str, seed: int, out: Path) -> dict:
     summary = trainer.fit()
     cpu_s = round(time.process_time() - cpu, 1)  # this process's CPU time (all threads): less load-dependent
     if not summary.get("stopped") and trainer.accelerator.is_main_process:
-        teacher_top5 = next((h["teacher_top5"] for h in trainer.history if h.get("teacher_top5") is not None), None)
-        summary = {**summary, "seed": seed, "views": views(method), "run_dir": str(run_dir),
-                   "teacher_top5": teacher_top5, "cpu_s": cpu_s}
-        tmp = run_dir / (SUMMARY + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
-        os.replace(tmp, run_dir / SUMMARY)  # written last: its presence means the run is finished
+        summary = {**summary, "seed": seed, "views": views(method), "run_dir": str(run_dir), "cpu_s": cpu_s}
+        # Written last: its presence means the run is finished.
+        write_text_atomically(run_dir / SUMMARY, json.dumps(summary, indent=1) + "\n")
     del trainer
     gc.collect()  # loaders, banks and networks of one run must not pile up over 27 runs
     return summary
@@ -174,10 +172,7 @@ def plot_val_per_epoch(results: list[dict], methods: list[str], teacher, out: Pa
 
 
 def write_outputs(results: list[dict], methods: list[str], seeds: list[int], cfg, out: Path) -> dict:
-    with open(out / "results.jsonl.tmp", "w") as f:
-        for r in results:
-            f.write(json.dumps(r) + "\n")
-    os.replace(out / "results.jsonl.tmp", out / "results.jsonl")
+    write_text_atomically(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
     rows = aggregate(results, methods)
     teacher = teacher_row(results)
     (out / "results.md").write_text(markdown(rows, teacher, cfg, seeds))

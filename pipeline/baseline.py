@@ -10,9 +10,9 @@ import copy
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
+from pipeline.checkpoint import write_text_atomically
 from pipeline.config import Config, to_dict
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,7 @@ def student_alone(cfg: Config) -> dict:
         return summary
     if trainer.accelerator.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
-        os.replace(tmp, path)
+        write_text_atomically(path, json.dumps(summary, indent=1) + "\n")
         log.warning("student-alone result cached at %s", path)
     trainer.accelerator.wait_for_everyone()
     return summary

@@ -139,6 +139,13 @@ def _replace_dir(tmp: Path, final: Path):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_text_atomically(path: Path, text: str):
+    """A small file (a run's summary, a results table) replaced whole: a reader or a crash never sees half."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def remove_debris(run_dir: Path):
     """Delete temporary folders left by a failed or killed save (never counted as checkpoints)."""
     root = run_dir / "checkpoints"
