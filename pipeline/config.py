@@ -70,6 +70,14 @@ class ModelConfig(Section):
         -1, ge=-1, description="teacher only: data.per_class of that teacher run (-1 = data.per_class, 0 = all)")
     train_batch_size: int = Field(
         0, ge=0, description="teacher only: train.batch_size of that teacher run (0 = train.batch_size)")
+    cache: str = Field(
+        "", description="teacher only: a teacher-output cache folder (launch/cache_teacher.py writes it; a run reads "
+                        "the teacher's outputs from it instead of running the teacher); '' = off")
+    cache_topk: int = Field(
+        10, ge=1, description="teacher only, cache pass: logits kept per view, the K largest (capped at the number of "
+                              "classes, where the cache is exact)")
+    cache_features: bool = Field(
+        False, description="teacher only, cache pass: also store the pooled features (fp16; icd, ccd and crd need them)")
     mean: Annotated[list[Unit], AfterValidator(_empty_or_three)] = Field(
         [], description="input mean the weights were trained with, on 0..1 pixels ([] = the arch's pretrained_cfg)")
     std: Annotated[list[PositiveFloat], AfterValidator(_empty_or_three)] = Field(

@@ -7,7 +7,7 @@ a method's name.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -32,6 +32,30 @@ class NetOutput:
     logits: torch.Tensor  # (views * B, C)
     features: torch.Tensor  # (views * B, d): pooled pre-logit features
 
+    def logits_at(self, temperature: float) -> torch.Tensor:
+        """Logits whose softmax at `temperature` is this network's: its own, at every temperature. A teacher
+        read from a cache (pipeline/teacher_cache/rebuild.py) answers with logits rebuilt for that temperature,
+        so methods ask for the teacher's logits through this call, never `.logits`."""
+        return self.logits
+
+
+@dataclass
+class TeacherNeeds:
+    """What a method (or a `+` combination) reads from the teacher, so a teacher cache can be checked
+    against it before the run: logits whose softmax must be the teacher's at each temperature (keyed by
+    the config key that sets it), the pooled features, and the terms that use the logits beyond their
+    softmax at T (dkd: differences between views), which a top-K cache with K < classes only approximates."""
+    temperatures: dict[str, float] = field(default_factory=dict)  # e.g. {"kd.temperature": 4.0}
+    features: tuple[str, ...] = ()  # the terms that need the features
+    approximate_below_all_classes: tuple[str, ...] = ()
+
+    def __or__(self, other: "TeacherNeeds") -> "TeacherNeeds":
+        return TeacherNeeds({**self.temperatures, **other.temperatures}, self.features + other.features,
+                            self.approximate_below_all_classes + other.approximate_below_all_classes)
+
+    def __bool__(self) -> bool:
+        return bool(self.temperatures or self.features)
+
 
 @dataclass
 class Outputs:
@@ -39,7 +63,7 @@ class Outputs:
     images: torch.Tensor  # (views * B, 3, H, W)
     labels: torch.Tensor  # (views * B,)
     student: NetOutput
-    teacher: NetOutput | None
+    teacher: NetOutput | None  # or a teacher_cache.CachedTeacher: `features` and `logits_at(T)` alike
     views: int
     index: torch.Tensor | None = None  # (B,) dataset indices, for methods with needs_index
 
@@ -76,6 +100,12 @@ class Method(nn.Module):
     def forward(self, out: Outputs) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    @classmethod
+    def teacher_needs(cls, cfg: Config) -> TeacherNeeds:
+        """What this term reads from the teacher under `cfg` (a class method: a cache is checked before any
+        network is built). Every term that uses the teacher declares it; `needs_teacher` must agree."""
+        return TeacherNeeds()
+
     def no_weight_decay(self) -> set[str]:
         """Names (relative to this module) of parameters kept out of weight decay: scalars, biases, norms."""
         return {n for n, p in self.named_parameters() if p.ndim <= 1}
@@ -111,6 +141,14 @@ def parse_method(spec: str) -> list[str]:
     if len(overriding) > 1:
         raise ValueError(f"--method {spec!r}: {' and '.join(overriding)} each set the cross-entropy weight")
     return names
+
+
+def teacher_needs(spec: str, cfg: Config) -> TeacherNeeds:
+    """The teacher needs of every term of `spec`, combined."""
+    needs = TeacherNeeds()
+    for name in parse_method(spec):
+        needs = needs | METHODS[name].teacher_needs(cfg)
+    return needs
 
 
 def build_methods(spec: str, ctx: MethodContext) -> list[Method]:

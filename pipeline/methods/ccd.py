@@ -10,12 +10,16 @@ M_s runs once on the 2B batch (both views), so its BatchNorm sees both views' st
 from torch import nn
 
 import kernels
-from pipeline.methods.base import Method, MethodContext, register
+from pipeline.methods.base import Method, MethodContext, TeacherNeeds, register
 
 
 @register("ccd")
 class CCD(Method):
     views = 2
+
+    @classmethod
+    def teacher_needs(cls, cfg):
+        return TeacherNeeds(features=("ccd",))
 
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.methods.base import Method, MethodContext, register
+from pipeline.methods.base import Method, MethodContext, TeacherNeeds, register
 from pipeline.methods.distributed import gather_rows, rank_and_world
 
 NCE_EPS = 1e-7  # the official ContrastLoss's eps
@@ -53,6 +53,10 @@ def nce_loss(p: torch.Tensor, num_data: int, keep: torch.Tensor | None = None) -
 @register("crd")
 class CRD(Method):
     needs_index = True
+
+    @classmethod
+    def teacher_needs(cls, cfg):
+        return TeacherNeeds(features=("crd",))
 
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)

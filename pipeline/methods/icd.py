@@ -19,12 +19,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
-from pipeline.methods.base import Method, MethodContext, register
+from pipeline.methods.base import Method, MethodContext, TeacherNeeds, register
 from pipeline.methods.distributed import gather_rows_with_grad
 
 
 @register("icd")
 class ICD(Method):
+
+    @classmethod
+    def teacher_needs(cls, cfg):
+        return TeacherNeeds(features=("icd",))
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
         c = ctx.cfg.icd

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from pipeline.methods.base import Method, MethodContext, register
+from pipeline.methods.base import Method, MethodContext, TeacherNeeds, register
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ class SLKD(Method):
                     ctx.cfg.teacher.arch)
 
     @classmethod
+    def teacher_needs(cls, cfg):
+        return TeacherNeeds(temperatures={"slkd.temperature": cfg.slkd.temperature})
+
+    @classmethod
     def check_combination(cls, names):
         if "kd" in names:
             return "slkd already contains the teacher's KD term (lambda * (1 - alpha) * KD); adding kd counts it twice"
@@ -58,7 +62,7 @@ class SLKD(Method):
         return kernels.kd_loss(student_logits, teacher_logits, self.temperature)
 
     def forward(self, out):
-        y_t = out.teacher.logits
+        y_t = out.teacher.logits_at(self.temperature)
         y_sl1, _ = self.sl1(out.images)
         y_sl2, _ = self.sl2(out.images)
         terms = {name: self.alpha * F.cross_entropy(y.float(), out.labels) + (1 - self.alpha) * self.kd(y, y_t)
