@@ -31,10 +31,11 @@ from pipeline.errors import BadInputError, UserError  # noqa: E402
 from pipeline.methods import METHODS, parse_method  # noqa: E402
 from pipeline.metrics import count_hits  # noqa: E402
 from pipeline.models import create_network, fold_batchnorm, freeze  # noqa: E402
-from pipeline.teacher_cache import Manifest, RecordSpec, begin, encode_records, finish, made_from, notes, open_shard  # noqa: E402
-from pipeline.teacher_cache import write_manifest  # noqa: E402
+from pipeline.teacher_cache.encode import encode_records  # noqa: E402
+from pipeline.teacher_cache.identity import made_from, notes  # noqa: E402
 from pipeline.teacher_cache.loader_hooks import cache_pass_loaders, train_listing  # noqa: E402
-from pipeline.teacher_cache.storage import ShardWriter  # noqa: E402
+from pipeline.teacher_cache.manifest import Manifest, RecordSpec, write_manifest  # noqa: E402
+from pipeline.teacher_cache.storage import ShardWriter, begin, finish, open_shard  # noqa: E402
 from pipeline.trainer import process_group_kwargs  # noqa: E402
 
 log = logging.getLogger("cache_teacher")

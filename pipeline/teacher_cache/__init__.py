@@ -12,17 +12,6 @@
   loader_hooks.py  the only calls into pipeline/data
 
 `launch/cache_teacher.py` runs the pass; docs/teacher-cache.md describes the format and its sizes.
+Import from the modules themselves: this file imports nothing, so a reader or a writer needs neither
+torch nor timm until it uses them.
 """
-from pipeline.teacher_cache.encode import encode, encode_records
-from pipeline.teacher_cache.identity import made_from, notes, resolved_aug_seed
-from pipeline.teacher_cache.layout import cache_bytes, record_bytes, record_dtype
-from pipeline.teacher_cache.manifest import Manifest, RecordSpec, load_manifest, read_manifest, write_manifest
-from pipeline.teacher_cache.match import check_continuation, check_run
-from pipeline.teacher_cache.reader import CacheReader
-from pipeline.teacher_cache.rebuild import EXTRA_KEYS, CachedTeacher, rebuild
-from pipeline.teacher_cache.storage import begin, finish, open_shard, verify_shard
-
-__all__ = ["CacheReader", "CachedTeacher", "EXTRA_KEYS", "Manifest", "RecordSpec", "begin", "cache_bytes",
-           "check_continuation", "check_run", "encode", "encode_records", "finish", "load_manifest", "made_from",
-           "notes", "open_shard", "read_manifest", "rebuild", "record_bytes", "record_dtype", "resolved_aug_seed",
-           "verify_shard", "write_manifest"]

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.errors import BadInputError, MissingInputError
 from pipeline.teacher_cache.layout import record_dtype, shard_name, stored_temperatures
@@ -35,13 +34,19 @@ def short_sha256(digest: "hashlib._Hash") -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
-def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+def torch_uint8():
+    import torch  # lazily: reading a cache needs no torch
+
+    return torch.uint8
+
+
+def state_dict_sha256(state: dict) -> str:
     """A hash of a network's weights and buffers (name, dtype, shape, bytes, in name order)."""
     digest = hashlib.sha256()
     for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous().reshape(-1)
+        tensor = state[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch_uint8()).numpy().tobytes() if tensor.numel() else b"")
     return short_sha256(digest)
 
 

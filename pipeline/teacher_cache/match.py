@@ -8,9 +8,13 @@ A term that a top-K cache only approximates (dkd, with K < classes) is a warning
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline.errors import BadInputError
-from pipeline.methods.base import TeacherNeeds
 from pipeline.teacher_cache.manifest import Manifest
+
+if TYPE_CHECKING:  # the methods import torch; checking a manifest needs neither
+    from pipeline.methods.base import TeacherNeeds
 
 
 def _value(value, note: str | None) -> str:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.teacher_cache import Manifest, RecordSpec, begin, encode_records, finish, open_shard, write_manifest
+from pipeline.teacher_cache.encode import encode_records
+from pipeline.teacher_cache.manifest import Manifest, RecordSpec, write_manifest
+from pipeline.teacher_cache.storage import begin, finish, open_shard
 
 CLASSES, DIM = 10, 6
 
@@ -56,6 +58,7 @@ def make_manifest(samples=23, epochs=2, world=3, views=2, topk=3, classes=CLASSE
                   feature_dim=DIM, batch_size=4, **made_from) -> Manifest:
     spec = RecordSpec.create(views, topk, classes, temperatures, feature_dim)
     identity = {"teacher.arch": "resnet10t", "teacher weights": "sha256:00000000000000aa",
+                "teacher input mean": [0.485, 0.456, 0.406], "teacher input std": [0.229, 0.224, 0.225],
                 "train listing": f"{samples} samples, {classes} classes, sha256:00000000000000bb",
                 "data.aug_seed": 0, "data.image_size": 16, "data.min_area": 0.08, **made_from}
     return Manifest(made_from=identity, record=spec, epochs=epochs, samples=samples, world=world,
