@@ -63,3 +63,15 @@ def test_an_unfinished_or_absent_cache_is_not_read(tmp_path):
     (tmp_path / "manifest.json").write_text(m.to_json())
     with pytest.raises(BadInputError, match="incomplete .2 of 2 shards written.: rerun launch/cache_teacher.py"):
         CacheReader(tmp_path)
+
+
+def test_a_pickled_reader_maps_the_shards_again_instead_of_copying_them(tmp_path):
+    """A loader worker started by spawn gets the reader pickled: no shard data travels with it."""
+    import pickle
+
+    m = write_cache(tmp_path, make_manifest(samples=10, epochs=1, world=2))
+    reader = CacheReader(tmp_path)
+    reader.records(0, np.arange(10), views=1)
+    copy = pickle.loads(pickle.dumps(reader))
+    assert copy._epochs == {} and len(pickle.dumps(reader)) < len(pickle.dumps(m)) + 200  # 640 bytes of records
+    assert copy.records(0, np.arange(10), views=2).tobytes() == reader.records(0, np.arange(10), views=2).tobytes()
