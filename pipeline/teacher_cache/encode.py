@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.teacher_cache.layout import record_dtype
+from pipeline.teacher_cache.layout import INT16_CLASSES, record_dtype
 
 FP16_MAX = 65504.0  # fp16's largest finite value: relative logits and features are clamped into range
 
@@ -28,7 +28,7 @@ def encode(logits: torch.Tensor, features: torch.Tensor | None, topk: int, tempe
     if topk < num_classes and temperatures:
         tail = relative.scatter(1, classes, float("-inf"))  # the top K leave the sum
         out["tail"] = torch.stack([torch.logsumexp(tail / t, dim=1) for t in temperatures], dim=1)
-    out["classes"] = classes.to(torch.int16 if num_classes <= 32767 else torch.int32)
+    out["classes"] = classes.to(torch.int16 if num_classes <= INT16_CLASSES else torch.int32)
     out["values"] = (top - top[:, :1]).clamp_min(-FP16_MAX).half()
     if features is not None:
         out["features"] = features.float().clamp(-FP16_MAX, FP16_MAX).half()

@@ -1,4 +1,6 @@
 """`made_from` from a built teacher and the data: the same teacher hashes alike however it was loaded."""
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 from safetensors.torch import load_file
@@ -37,3 +39,6 @@ def test_data_identity(tiny_teacher):
     assert identity == {"train listing": f"3 samples, 4 classes, {listing_sha256(names, labels)}",
                         "data.aug_seed": 7, "data.image_size": 224, "data.min_area": 0.08}
     assert resolved_aug_seed(cfg) == cfg.train.seed  # data.aug_seed -1 (or absent): train.seed
+    for aug_seed, expected in ((-1, 7), (0, 0), (3, 3)):
+        stand_in = SimpleNamespace(data=SimpleNamespace(aug_seed=aug_seed), train=SimpleNamespace(seed=7))
+        assert resolved_aug_seed(stand_in) == expected

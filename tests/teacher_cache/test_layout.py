@@ -34,6 +34,7 @@ def test_field_offsets_align_each_field():
     assert dtype.itemsize == 8 + 12 + 6 + 10
     for name, (sub, offset) in dtype.fields.items():
         assert offset % sub.base.itemsize == 0, name
+    assert "tail" not in record_dtype(10, 10, 2, 0).names  # K = classes: nothing outside the top K
 
 
 def test_imagenet_cache_size_by_hand():

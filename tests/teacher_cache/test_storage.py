@@ -153,6 +153,9 @@ def test_a_finished_shard_is_skipped_unless_its_file_is_gone(tmp_path):
     again = open_shard(tmp_path, m, 0, 1)
     assert isinstance(again, ShardWriter) and again.start_step == 0
     again.close()
+    path = tmp_path / m.shard_file(0, 0)
+    path.write_bytes(path.read_bytes()[:-1])  # truncated: not finished either
+    assert isinstance(open_shard(tmp_path, m, 0, 0), ShardWriter)
 
 
 @pytest.mark.parametrize("damage, error, words", [
