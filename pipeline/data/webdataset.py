@@ -20,6 +20,7 @@ This module needs no DALI; the writer (`python -m pipeline.data.dali SRC DST`) i
 from __future__ import annotations
 
 import io
+import mmap
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -73,17 +74,32 @@ class Shards:
                                 f"{position}; remake the index files with `wds2idx TAR IDX`")
         return tar_of, offsets, sizes
 
+    @cached_property
+    def maps(self) -> list[mmap.mmap]:
+        """Each tar memory-mapped read-only, once per process (forked loader workers share the pages)."""
+        maps = []
+        for tar in self.tars:
+            with open(tar, "rb") as f:
+                maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        return maps
+
+    def member(self, position: int, component: int = 0) -> np.ndarray:
+        """The bytes of COMPONENTS[component] of sample `position` (tar order): a view into the map, no copy."""
+        tar_of, offsets, sizes = self.offsets
+        return np.frombuffer(self.maps[tar_of[position]], dtype=np.uint8, count=int(sizes[position, component]),
+                             offset=int(offsets[position, component]))
+
+    def will_need(self, positions: np.ndarray):
+        """Ask the kernel to start reading these samples' images (readahead, asynchronous)."""
+        tar_of, offsets, sizes = self.offsets
+        for p in np.asarray(positions).reshape(-1).tolist():
+            start = int(offsets[p, 0]) // mmap.PAGESIZE * mmap.PAGESIZE
+            self.maps[tar_of[p]].madvise(mmap.MADV_WILLNEED, start, int(offsets[p, 0] + sizes[p, 0]) - start)
+
     def load(self, position: int) -> tuple[io.BytesIO, int, int]:
         """Sample `position` of the tars in order: (image bytes, class, dataset index)."""
-        tar_of, offsets, sizes = self.offsets
-        tar = self.tars[tar_of[position]]
-        with open(tar, "rb") as f:
-            parts = []
-            for offset, size in zip(offsets[position].tolist(), sizes[position].tolist()):
-                f.seek(offset)
-                parts.append(f.read(size))
-        jpg, index, label = parts
-        return io.BytesIO(jpg), int(np.frombuffer(label, np.int64)[0]), int(np.frombuffer(index, np.int64)[0])
+        jpg, index, label = (self.member(position, c) for c in range(len(COMPONENTS)))
+        return io.BytesIO(jpg.tobytes()), int(label[:8].view("<i8")[0]), int(index[:8].view("<i8")[0])
 
     def sample_labels(self) -> np.ndarray:
         """(N,) int64: the class of every sample by its dataset index, from the `.index` and `.label` members
