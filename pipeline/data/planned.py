@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.data.folder import FolderListing
-from pipeline.data.sample_table import sample_table
+from pipeline.data.sample_table import SampleTable, sample_table
 from pipeline.data.sharding import PLANS, epoch_plan, train_steps, val_indices
 from pipeline.data.views import Views, view_windows
 from pipeline.data.webdataset import Shards
@@ -110,9 +110,7 @@ class PlannedLoader:
     # ---- views and extras of a step ----
     def view_params(self, index: np.ndarray, epoch: int) -> Views:
         """The crop windows and flips of `epoch`'s views of `index` (train augmentation)."""
-        sizes = self.table.sizes[index]
-        return view_windows(self.aug_seed, epoch, index, sizes[:, 0], sizes[:, 1], views=self.views,
-                            min_area=self.min_area)
+        return replayed_views(self.table, self.aug_seed, epoch, index, self.views, self.min_area)
 
     def attach_extras(self, fn: ExtrasFn | None):
         """Hand per-sample arrays along with the images: `fn(epoch, index, views)` gets the step's dataset
@@ -131,16 +129,7 @@ class PlannedLoader:
 
     def extras(self, index: np.ndarray, epoch: int) -> dict[str, np.ndarray]:
         """The attached extras of `index` at `epoch`, shape-checked."""
-        if self.extras_fn is None:
-            return {}
-        arrays = self.extras_fn(epoch, index, self.views)
-        for key, value in arrays.items():
-            if np.shape(value)[:2] != (len(index), self.views):
-                raise ValueError(f"attach_extras: {key!r} has shape {np.shape(value)}; expected "
-                                 f"({len(index)}, {self.views}, ...) for {len(index)} samples and {self.views} views")
-        if self.extras_keys and sorted(arrays) != self.extras_keys:
-            raise ValueError(f"attach_extras: keys {sorted(arrays)} differ from the first call's {self.extras_keys}")
-        return arrays
+        return call_extras(self.extras_fn, self.extras_keys, epoch, index, self.views)
 
     # ---- resume state: saved per process in every checkpoint ----
     def fingerprint(self) -> dict:
@@ -166,3 +155,24 @@ class PlannedLoader:
             log.warning("RESUME NOT EXACT: the loader state in %s was saved with other settings (%s): the "
                         "rest of the run reads other batches than the uninterrupted one would", where,
                         ", ".join(differs))
+
+
+def replayed_views(table: SampleTable, aug_seed: int, epoch: int, index: np.ndarray, views: int,
+                   min_area: float) -> Views:
+    """views.view_windows on the stored image sizes of `index`."""
+    sizes = table.sizes[index]
+    return view_windows(aug_seed, epoch, index, sizes[:, 0], sizes[:, 1], views=views, min_area=min_area)
+
+
+def call_extras(fn: ExtrasFn | None, keys: list[str], epoch: int, index: np.ndarray, views: int) -> dict[str, np.ndarray]:
+    """fn's arrays for `index` at `epoch`, each checked to be (B, views, ...) and the keys to be `keys`."""
+    if fn is None:
+        return {}
+    arrays = fn(epoch, index, views)
+    for key, value in arrays.items():
+        if np.shape(value)[:2] != (len(index), views):
+            raise ValueError(f"attach_extras: {key!r} has shape {np.shape(value)}; expected "
+                             f"({len(index)}, {views}, ...) for {len(index)} samples and {views} views")
+    if keys and sorted(arrays) != keys:
+        raise ValueError(f"attach_extras: keys {sorted(arrays)} differ from the first call's {keys}")
+    return arrays

@@ -10,6 +10,7 @@ view-major, in pinned memory on CUDA.
 from __future__ import annotations
 
 import os
+import weakref
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
 from pipeline.data.folder import FolderListing
-from pipeline.data.planned import PlannedLoader
+from pipeline.data.planned import PlannedLoader, call_extras, replayed_views
 from pipeline.data.webdataset import Shards
 
 
@@ -37,29 +38,31 @@ def view_major(array: np.ndarray) -> torch.Tensor:
 
 class ImageFiles(Dataset):
     """Keys (dataset index, epoch) -> one batch dict. Sample i is the listing's i-th file, or the tar
-    sample whose `.index` member says i (positions from the sample table)."""
+    sample whose `.index` member says i (positions from the sample table). Forked into the workers: it
+    holds what a batch needs (source, table, view settings, the extras function), never the loader, whose
+    DataLoader a worker must not own."""
 
     def __init__(self, loader: "TorchLoader", val_resize: int, mean, std):
-        self.loader = loader  # forked into the workers with it: the table, the extras function
-        self.size = loader.image_size
+        self.source, self.table, self.train, self.views = loader.source, loader.table, loader.train, loader.views
+        self.aug_seed, self.min_area, self.size = loader.aug_seed, loader.min_area, loader.image_size
+        self.extras_fn, self.extras_keys = None, []
         self.val_transform = transforms.Compose([transforms.Resize(val_resize), transforms.CenterCrop(self.size)])
         self.mean, self.std = mean, std
 
     def __len__(self):
-        return self.loader.num_samples
+        return len(self.table.labels)
 
     def __getitem__(self, key):
         return self.__getitems__([key])
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> dict:
-        loader = self.loader
         index = np.array([k[0] for k in keys], dtype=np.int64)
         epoch = keys[0][1]
-        params = loader.view_params(index, epoch) if loader.train else None
-        views: list[list[torch.Tensor]] = [[] for _ in range(loader.views)]
+        params = replayed_views(self.table, self.aug_seed, epoch, index, self.views, self.min_area) if self.train else None
+        views: list[list[torch.Tensor]] = [[] for _ in range(self.views)]
         for b, i in enumerate(index.tolist()):
             image = self.decode(i)
-            for v in range(loader.views):
+            for v in range(self.views):
                 if params is None:
                     crop = self.val_transform(image)
                 else:
@@ -70,24 +73,25 @@ class ImageFiles(Dataset):
                         crop = F.hflip(crop)
                 views[v].append(F.normalize(F.to_tensor(crop), self.mean, self.std))
         batch = {"images": torch.stack([t for view in views for t in view]),
-                 "labels": torch.from_numpy(loader.table.labels[index]), "index": torch.from_numpy(index)}
-        batch.update({k: view_major(a) for k, a in loader.extras(index, epoch).items()})
+                 "labels": torch.from_numpy(self.table.labels[index]), "index": torch.from_numpy(index)}
+        extras = call_extras(self.extras_fn, self.extras_keys, epoch, index, self.views)
+        batch.update({k: view_major(a) for k, a in extras.items()})
         return batch
 
     def decode(self, i: int) -> Image.Image:
         """The RGB image of dataset index i; a file that cannot be decoded (or whose size is not the one
         the crop windows were drawn for) is an error naming it: a silent skip would change the epoch."""
-        listing, position = self.loader.source, int(self.loader.table.position[i])
+        position = int(self.table.position[i])
         try:
-            data = listing.load(position)[0]
+            data = self.source.load(position)[0]
             with Image.open(data) as img:
                 image = img.convert("RGB")
         except Exception as e:
-            raise RuntimeError(f"cannot decode image {listing.describe(position)}: {e}") from e
-        height, width = self.loader.table.sizes[i].tolist()
-        if self.loader.train and image.size != (width, height):
-            raise RuntimeError(f"{listing.describe(position)} is {image.size[0]} x {image.size[1]} pixels but the "
-                               f"sample table says {width} x {height}: the file changed while the loader ran")
+            raise RuntimeError(f"cannot decode image {self.source.describe(position)}: {e}") from e
+        height, width = self.table.sizes[i].tolist()
+        if self.train and image.size != (width, height):
+            raise RuntimeError(f"{self.source.describe(position)} is {image.size[0]} x {image.size[1]} pixels but "
+                               f"the sample table says {width} x {height}: the file changed while the loader ran")
         return image
 
 
@@ -104,7 +108,13 @@ class _Batches:
     and hands the epoch to the dataset with each index (persistent workers never see the loader change)."""
 
     def __init__(self, loader: "TorchLoader"):
-        self.loader = loader
+        # a weak reference: no cycle through the DataLoader, so a dropped loader shuts its workers down at
+        # once (not whenever the garbage collector runs, perhaps inside a newly forked worker)
+        self._loader = weakref.ref(loader)
+
+    @property
+    def loader(self) -> "TorchLoader":
+        return self._loader()
 
     def __iter__(self):
         epoch = self.loader.epoch
@@ -137,6 +147,7 @@ class TorchLoader(PlannedLoader):
 
     def attach_extras(self, fn):
         super().attach_extras(fn)
+        self.dataset.extras_fn, self.dataset.extras_keys = self.extras_fn, self.extras_keys
         self._loader = self._data_loader()  # the workers fork with the loader: new ones see the function
 
     def __iter__(self):

@@ -8,6 +8,7 @@ history matters: the batches of (plan, epoch, step) are the same in any run.
 from __future__ import annotations
 
 import logging
+import weakref
 
 import numpy as np
 import torch
@@ -43,7 +44,8 @@ class DaliLoader(PlannedLoader):
         self.shards = isinstance(source, Shards)
         self.paths = None if self.shards else np.array([str(source.root / f) for f in source.files], dtype=object)
         self.class_of = torch.as_tensor(self.table.labels, dtype=torch.int64, device=device)
-        self.feed = Feed(self._step_outputs)
+        loader = weakref.ref(self)  # no cycle through the pipeline: a dropped loader frees it (and its threads) at once
+        self.feed = Feed(lambda index, epoch: loader()._step_outputs(index, epoch))
         self._pipe: Pipeline | None = None
         self._dirty = False  # the pipeline ran or was fed since its last reset: a stream is open
 
