@@ -10,10 +10,12 @@ Each tar holds samples as consecutive members sharing a key (`<key>.<ext>`, the 
   <key>.index  the sample's dataset index, 8 bytes little-endian int64 (CRD keys its memory by it)
   <key>.label  its class, 8 bytes little-endian int64
 Each `.idx` next to a tar is DALI's index for it (made by DALI's own `wds2idx` tool: a `v1.2 <samples>`
-header, then one line per sample with each component's extension, offset, size and name), so a reader
-starts without scanning the tars and the torchvision loader reads any sample by its offsets. `classes.txt`
+header, then one line per sample with each component's extension, offset, size and name), so no tar is
+ever scanned: both loaders read any sample by its offsets from the memory-mapped tars, in the order the
+sample plan says (the sample table maps each dataset index to its place in the tars). `classes.txt`
 lists the class names, one per line, in label order. Dataset index i is the i-th file of the folder
-listing the shards were written from, so indices and classes agree with the folder loaders.
+listing the shards were written from, so indices, classes, sample order and crop windows agree with the
+folder loaders.
 
 This module needs no DALI; the writer (`python -m pipeline.data.dali SRC DST`) is in `dali/webdataset.py`.
 """
