@@ -123,7 +123,8 @@ def roi_decode(args):
         start_load = load_average()
         results = interleaved(cases, rounds=args.rounds)
     images = len(listing) * args.roi_epochs
-    rows = [[name, images / r["wall"], r["wall"] / images * 1e3, r["cpu"] / images * 1e3] for name, r in results.items()]
+    rows = [[name, images / r["wall"], r["wall"] / images * 1e3, r["cpu"] / images * 1e3]
+            for name, r in results.items()]
     print(f"\n{len(listing)} ImageNet JPEGs, one view, 224 px, DALI CPU; median of {args.rounds} interleaved rounds "
           f"of {args.roi_epochs} epochs; load average {start_load:.1f} -> {load_average():.1f}\n")
     print(markdown_table(["decode", "images/s", "wall ms/img", "cpu ms/img"], rows))

@@ -84,7 +84,7 @@ class DataConfig(Section):
     val_resize: int = Field(256, ge=1, description="val: shorter side resized to this before the crop (>= image_size)")
     min_area: float = Field(0.08, gt=0, le=1, description="random-resized-crop area range [min_area, 1]")
     aug_seed: int = Field(
-        -1, ge=-1, description="seed of the replayable views (crop window, flip) of every (epoch, sample, view); -1 = train.seed")
+        -1, ge=-1, description="seed of the replayed views (crop windows, flips; pipeline/data/views.py); -1 = train.seed")
     workers: int = Field(4, ge=0, description="loader worker processes / DALI threads per process")
     mean: RGBMean = Field([0.485, 0.456, 0.406], description="loader normalisation mean, on 0..1 pixels")
     std: RGBStd = Field([0.229, 0.224, 0.225], description="loader normalisation std, on 0..1 pixels")

@@ -164,7 +164,8 @@ def replayed_views(table: SampleTable, aug_seed: int, epoch: int, index: np.ndar
     return view_windows(aug_seed, epoch, index, sizes[:, 0], sizes[:, 1], views=views, min_area=min_area)
 
 
-def call_extras(fn: ExtrasFn | None, keys: list[str], epoch: int, index: np.ndarray, views: int) -> dict[str, np.ndarray]:
+def call_extras(fn: ExtrasFn | None, keys: list[str], epoch: int, index: np.ndarray,
+                views: int) -> dict[str, np.ndarray]:
     """fn's arrays for `index` at `epoch`, each checked to be (B, views, ...) and the keys to be `keys`."""
     if fn is None:
         return {}

@@ -58,7 +58,9 @@ class ImageFiles(Dataset):
     def __getitems__(self, keys: list[tuple[int, int]]) -> dict:
         index = np.array([k[0] for k in keys], dtype=np.int64)
         epoch = keys[0][1]
-        params = replayed_views(self.table, self.aug_seed, epoch, index, self.views, self.min_area) if self.train else None
+        params = None
+        if self.train:
+            params = replayed_views(self.table, self.aug_seed, epoch, index, self.views, self.min_area)
         views: list[list[torch.Tensor]] = [[] for _ in range(self.views)]
         for b, i in enumerate(index.tolist()):
             image = self.decode(i)

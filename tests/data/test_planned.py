@@ -119,3 +119,20 @@ def test_set_plan_is_for_train_loaders_and_known_plans(imagenet_root):
         val.set_plan("every_sample")
     with pytest.raises(ValueError, match="train, every_sample"):
         train.set_plan("shuffled")
+
+
+def test_aug_seed_defaults_to_the_train_seed(imagenet_root):
+    from pipeline.config import ConfigError, parse_args
+
+    def loader(aug_seed, seed):
+        cfg = DataConfig(root=str(imagenet_root), backend="torch", image_size=16, val_resize=16, workers=0,
+                         aug_seed=aug_seed)
+        return build_loaders(cfg, batch_size=4, views=1, seed=seed, rank=0, world=1, device=CPU)[0]
+
+    default, explicit, other = loader(-1, 5), loader(5, 5), loader(6, 5)
+    assert (default.aug_seed, explicit.aug_seed, other.aug_seed) == (5, 5, 6)
+    a, b, c = (next(iter(x)) for x in (default, explicit, other))
+    assert torch.equal(a["index"], c["index"])  # train.seed orders the samples, aug_seed draws the views
+    assert torch.equal(a["images"], b["images"]) and not torch.equal(a["images"], c["images"])
+    with pytest.raises(ConfigError, match="data.aug_seed"):
+        parse_args(["--data.aug_seed", "-2"])
