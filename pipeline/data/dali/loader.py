@@ -124,8 +124,7 @@ class DaliLoader(PlannedLoader):
         if self.shards:
             suspects = ((self.source.describe(p), self.source.member(p).tobytes()) for p in positions)
         else:
-            suspects = ((name, data) for name, data in read_files(self.paths[positions].tolist())
-                        if not isinstance(data, Exception) or str(name) in str(error))
+            suspects = read_files(self.paths[positions].tolist())  # a file that cannot be read is named too
         return explain(error, suspects, self.threads, "train" if self.train else "val", self.epoch, step)
 
     # ---- batches ----
