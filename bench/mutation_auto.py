@@ -6,7 +6,8 @@ swaps a bound's keyword (ge <-> gt, le <-> lt: the pydantic schema's bounds live
 function-level tools such as mutmut do not mutate). Only the tests that executed the mutated lines run
 for it, fastest first, stopping at the first failure:
 
-1. Coverage pass (once; cached until a source or test file changes): the README's test selection runs
+1. Coverage pass (once, cached; `--fresh-coverage` redoes it, `--add-coverage FILES` adds new tests; lines
+   moved by later edits are carried over by their text): the README's test selection runs
    under coverage with each line labelled by the test that ran it, in every process (xdist workers and the
    `accelerate launch` workers that tests start; bench/mutation_site/). A line run only at import time (a
    class body, a Field's bounds) is covered by every test that ran anything of its module.
@@ -225,33 +226,19 @@ def resolve_modules(patterns: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------- coverage: which tests run which lines
-def tracked_hash() -> str:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py", "*.ini",
-                            "*.yaml"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    h = hashlib.sha1()
-    for f in sorted(files):
-        if (REPO / f).is_file() and f.split("/")[0] in (*SOURCE_DIRS, "tests", "configs", "pytest.ini"):
-            h.update(f.encode() + (REPO / f).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def coverage_map(tests: list[str], jobs: int, reuse: bool) -> dict:
-    """{"lines": {module: {line: [node ids]}}, "durations": {node id: s}, "failed": [node ids]}."""
-    cache = STATE / "coverage.json"
-    key = tracked_hash() + sha(" ".join(tests))
-    if cache.is_file():
-        data = json.loads(cache.read_text())
-        if data.get("key") == key or reuse:
-            return data
+def coverage_pass(tests: list[str], jobs: int) -> dict:
+    """Run `tests` (the README's selection when empty) under coverage: {"lines": {module: {line: [node ids]}},
+    "durations": {node id: s}, "failed": [node ids], "sources": {module: its text when the pass started}}."""
     import coverage
 
+    sources = {str(p.relative_to(REPO)): p.read_text() for d in SOURCE_DIRS for p in (REPO / d).rglob("*.py")}
     cov_dir = Path(tempfile.mkdtemp(prefix="kdpipe-cov-"))
     env = {**os.environ, "PYTHONPATH": f"{SITE}{os.pathsep}{REPO}", "KDPIPE_COV_DIR": str(cov_dir),
            "KDPIPE_COV_SOURCE": os.pathsep.join(str(REPO / d) for d in SOURCE_DIRS), "OMP_NUM_THREADS": "1"}
     env.pop("KDPIPE_COV_CONTEXT", None)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "kdpipe_cov_plugin", "-p", "no:cacheprovider", "-n", str(jobs),
            *tests]
-    print(f"[mutations] coverage pass: {' '.join(cmd[1:])} (once; cached in {cache})", flush=True)
+    print(f"[mutations] coverage pass: {' '.join(cmd[1:])}", flush=True)
     start = time.time()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     print(f"[mutations] coverage pass: exit {proc.returncode}, {time.time() - start:.0f} s; "
@@ -270,20 +257,76 @@ def coverage_map(tests: list[str], jobs: int, reuse: bool) -> dict:
     lines = {}
     for measured in data.measured_files():
         path = Path(measured)
-        if not path.is_relative_to(REPO):
-            continue
-        by_line = data.contexts_by_lineno(measured)
-        lines[str(path.relative_to(REPO))] = {str(n): sorted(set(c)) for n, c in by_line.items()}
-    out = {"key": key, "tests": tests, "lines": lines, "durations": durations, "failed": sorted(failed),
-           "seconds": time.time() - start}
-    STATE.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(out))
+        if path.is_relative_to(REPO):
+            by_line = data.contexts_by_lineno(measured)
+            lines[str(path.relative_to(REPO))] = {str(n): sorted(set(c)) for n, c in by_line.items()}
+    return {"lines": lines, "durations": durations, "failed": sorted(failed), "sources": sources,
+            "seconds": time.time() - start}
+
+
+def coverage_map(add: list[str], jobs: int, fresh: bool) -> dict:
+    """The cached coverage pass (made on first use or with --fresh-coverage). `add`: test files run under
+    coverage now and merged in (their earlier records replaced), for tests written since the pass."""
+    cache = STATE / "coverage.json"
+    if fresh or not cache.is_file():
+        data = coverage_pass([], jobs)
+    else:
+        data = json.loads(cache.read_text())
+    if add:
+        new = coverage_pass(add, jobs)
+        files = {t.split("::")[0] for t in new["durations"]}
+        for module, by_line in data["lines"].items():  # forget what those files ran before
+            for line in by_line:
+                by_line[line] = [c for c in by_line[line] if c.split("::")[0] not in files]
+        for module, by_line in new["lines"].items():
+            old = remap(data, module, new["sources"].get(module, ""))
+            for line, found in by_line.items():
+                old[line] = sorted(set(old.get(line, [])) | set(found))
+            data["lines"][module] = old
+            data["sources"][module] = new["sources"].get(module, "")
+        data["durations"] = {k: v for k, v in data["durations"].items() if k.split("::")[0] not in files}
+        data["durations"].update(new["durations"])
+        data["failed"] = sorted({f for f in data["failed"] if f.split("::")[0] not in files} | set(new["failed"]))
+    if fresh or add or not cache.is_file():
+        STATE.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(data))
+    return data
+
+
+def remap(cov: dict, module: str, source: str) -> dict[str, list[str]]:
+    """The pass's {line: tests} of `module`, carried over to `source` (lines moved by later edits follow
+    their text; an edited or new line gets the tests of every line of its function)."""
+    by_line = cov["lines"].get(module, {})
+    old = cov.get("sources", {}).get(module)
+    if old is None or old == source:
+        return dict(by_line)
+    old_lines, new_lines = old.splitlines(), source.splitlines()
+    out, unmatched = {}, []
+    for tag, a0, a1, b0, b1 in difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False).get_opcodes():
+        if tag == "equal":
+            for k in range(a1 - a0):
+                if str(a0 + k + 1) in by_line:
+                    out[str(b0 + k + 1)] = by_line[str(a0 + k + 1)]
+        else:
+            unmatched += range(b0 + 1, b1 + 1)
+    functions = enclosing_functions(source)
+    for line in unmatched:
+        fn = functions.get(line)
+        if fn:
+            same = {c for other, found in out.items() if functions.get(int(other)) == fn for c in found}
+            if same:
+                out[str(line)] = sorted(same)
     return out
 
 
-def select_tests(m: Mutant, cov: dict, budget: float) -> tuple[list[str], int, str]:
+_REMAPPED: dict[str, dict] = {}
+
+
+def select_tests(m: Mutant, cov: dict, budget: float, exclude: list[str]) -> tuple[list[str], int, str]:
     """(node ids to run, how many cover the mutant, 'line'|'module'|'none')."""
-    by_line = cov["lines"].get(m.module, {})
+    if m.module not in _REMAPPED:
+        _REMAPPED[m.module] = remap(cov, m.module, (REPO / m.module).read_text())
+    by_line = _REMAPPED[m.module]
     contexts, ran = set(), False
     for line in range(m.first_line, m.last_line + 1):
         found = by_line.get(str(line))
@@ -294,6 +337,7 @@ def select_tests(m: Mutant, cov: dict, budget: float) -> tuple[list[str], int, s
     if ran and not contexts:  # run only at import time: a class body, a default, a decorator
         contexts = {c for found in by_line.values() for c in found if c}
         how = "module"
+    contexts = {c for c in contexts if not any(fnmatch.fnmatch(c, pat) for pat in exclude)}
     if not contexts:
         return [], 0, "none"
     durations, failed = cov["durations"], set(cov["failed"])
@@ -357,8 +401,11 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=1, help="mutants run in parallel (scratch copies)")
     parser.add_argument("--budget", type=float, default=60.0,
                         help="seconds of recorded test time per mutant (fastest covering tests first)")
-    parser.add_argument("--tests", nargs="*", default=[], help="the coverage pass's tests (default: the README's)")
-    parser.add_argument("--reuse-coverage", action="store_true", help="reuse the cached coverage pass as it is")
+    parser.add_argument("--add-coverage", nargs="*", default=[],
+                        help="test files written since the coverage pass: run them under coverage and merge them in")
+    parser.add_argument("--fresh-coverage", action="store_true", help="redo the whole coverage pass")
+    parser.add_argument("--exclude-tests", action="append", default=[],
+                        help="never select tests matching this glob (e.g. 'tests/contracts/*': the score without them)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--rerun", action="store_true", help="ignore the results of earlier runs")
     parser.add_argument("--write", default="", help="also write the markdown report to this file")
@@ -374,7 +421,7 @@ def main(argv=None):
             print(f"{m.name}\t{m.function}\t{m.before} -> {m.after}")
         print(f"{len(mutants)} mutants in {len(modules)} modules")
         return
-    cov = coverage_map(args.tests, max(1, args.jobs), args.reuse_coverage)
+    cov = coverage_map(args.add_coverage, max(1, args.jobs), args.fresh_coverage)
     if cov["failed"]:
         print(f"[mutations] {len(cov['failed'])} test(s) failed in the coverage pass and are never selected: "
               f"{', '.join(cov['failed'][:10])}", flush=True)
@@ -387,7 +434,7 @@ def main(argv=None):
             results[m.name] = {"status": "equivalent", "seconds": 0.0, "ran": 0, "covering": 0, "how": "",
                                "reason": EQUIVALENT[m.triage_key]}
             continue
-        tests, covering, how = select_tests(m, cov, args.budget)
+        tests, covering, how = select_tests(m, cov, args.budget, args.exclude_tests)
         if not tests:
             results[m.name] = {"status": "no coverage", "seconds": 0.0, "ran": 0, "covering": 0, "how": how}
             continue
