@@ -14,7 +14,8 @@ for it, fastest first, stopping at the first failure:
 2. Mutants: in a scratch copy per job, a fork server (bench/mutation_worker.py) that imported torch, timm
    and the rest once forks a child per mutant, which writes the mutant and runs its tests in-process.
    Tests that failed in the coverage pass are never selected. A mutant's tests are capped at `--budget`
-   seconds of their recorded durations (the fastest first): a survivor says how many it ran.
+   seconds of their recorded durations (the fastest first; the 3 fastest in a first child, the rest only
+   if the mutant survived them): a survivor says how many it ran.
 3. Results go to bench/.mutations/results.jsonl (restartable: a killed mutant of unchanged source is not
    rerun; a survivor is rerun when its selected tests or their files changed). Equivalent mutants are
    triaged in bench/mutations_triage.py with the reason; they are excluded from the score.
@@ -459,8 +460,16 @@ def main(argv=None):
                 m, key, tests, covering, how = item
                 worker = workers.get()
                 try:
-                    durations = sum(cov["durations"].get(t, 60.0) for t in tests)
-                    r = worker.run(m.module, mutated_source(m), tests, timeout=max(120.0, 4 * durations + 60))
+                    source = mutated_source(m)
+                    # Two stages: the 3 fastest tests first (collecting few test files is most of a kill's
+                    # cost), then the rest only if the mutant survived them.
+                    r = {"status": "passed", "seconds": 0.0}
+                    for stage in (tests[:3], tests[3:]):
+                        if stage and r["status"] == "passed":
+                            durations = sum(cov["durations"].get(t, 60.0) for t in stage)
+                            seconds = r["seconds"]
+                            r = worker.run(m.module, source, stage, timeout=max(120.0, 4 * durations + 60))
+                            r["seconds"] += seconds
                 finally:
                     workers.put(worker)
                 status = {"failed": "killed", "passed": "survived", "timeout": "timeout",

@@ -405,7 +405,10 @@ def run_mutant(m: Mutant, root: Path, timeout: int) -> dict:
 
 
 def main():
-    if "--auto" in sys.argv[1:]:  # automatic mutants (cosmic-ray operators, coverage-guided): bench/mutation_auto.py
+    # Automatic mutants (cosmic-ray operators, coverage-guided): bench/mutation_auto.py takes the flags
+    # "--auto", "--module", "--jobs", "--budget", "--list", "--add-coverage", "--fresh-coverage", "--exclude-tests",
+    # "--rerun" and "--write".
+    if "--auto" in sys.argv[1:]:
         import mutation_auto
 
         return mutation_auto.main([a for a in sys.argv[1:] if a != "--auto"])
