@@ -220,10 +220,12 @@ def resolve_modules(patterns: list[str]) -> list[str]:
     tracked += subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "*.py"], cwd=REPO,
                               capture_output=True, text=True, check=True).stdout.split()
     in_scope = [f for f in tracked if any(fnmatch.fnmatch(f, p) for p in SCOPE)]
-    chosen = [f for f in in_scope if not patterns or any(fnmatch.fnmatch(f, p) for p in patterns)]
-    if patterns and not chosen:
+    if not patterns:
+        return sorted(set(in_scope))
+    chosen = [f for p in patterns for f in sorted(in_scope) if fnmatch.fnmatch(f, p)]  # in the order asked
+    if not chosen:
         sys.exit(f"--module {patterns} matches no module in scope ({', '.join(SCOPE)})")
-    return sorted(set(chosen))
+    return list(dict.fromkeys(chosen))
 
 
 # ---------------------------------------------------------------- coverage: which tests run which lines

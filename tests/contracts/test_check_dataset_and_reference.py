@@ -48,7 +48,9 @@ def test_check_dataset_counts_folder_and_filelist(tmp_path, capsys, monkeypatch)
     folder_dataset(root)
     assert check.detect_format(root) == "folder"
     assert check.main([str(root)]) == 1
-    out = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    assert "nvidia-dali is not installed: checking with PIL" in captured.err
+    out = captured.out.splitlines()
     assert sorted(line.split(":")[0] for line in out if line.startswith("BAD ")) == sorted(
         f"BAD {root / p}" for p in ("train/a/2 two.jpg", "train/b/4.jpg", "val/b/6.jpg"))
     assert "train: 2 of 4 images do not decode" in out and "val: 1 of 3 images do not decode" in out
@@ -103,3 +105,16 @@ def test_reference_defaults_are_the_documented_ones():
     torch.testing.assert_close(reference.ccd_loss(f_s, f_t), reference.ccd_loss(f_s, f_t, theta=2.0, eps=1e-5))
     torch.testing.assert_close(reference.standardize(f_s), reference.standardize(f_s, eps=1e-5))
     assert not torch.allclose(reference.ccd_loss(f_s, f_t, eps=1e-2), reference.ccd_loss(f_s, f_t))
+
+
+def test_check_dataset_progress_and_decoder_choice(tmp_path, capsys):
+    check = load_check_dataset()
+    counter = [0]
+    assert sum(1 for _ in check.counted(iter(range(20001)), counter)) == 20001 and counter == [20001]
+    assert capsys.readouterr().err.splitlines() == ["  ... 10000 images checked", "  ... 20000 images checked"]
+    root = tmp_path / "d"
+    folder_dataset(root)
+    assert check.main([str(root), "--splits", "train"]) == 1  # DALI is installed here: its CPU decoder
+    captured = capsys.readouterr()
+    assert "checking with PIL" not in captured.err
+    assert captured.out.splitlines()[-1] == f"{root} (folder): 2 of 4 files do not decode"
