@@ -409,6 +409,11 @@ def main(argv=None):
     parser.add_argument("--fresh-coverage", action="store_true", help="redo the whole coverage pass")
     parser.add_argument("--exclude-tests", action="append", default=[],
                         help="never select tests matching this glob (e.g. 'tests/contracts/*': the score without them)")
+    parser.add_argument("--new-tests", default="",
+                        help="glob of tests added since a baseline (e.g. 'tests/contracts/*'): each mutant runs the older "
+                             "tests first, then these, and the report gives the score before and after them")
+    parser.add_argument("--sample", type=float, default=1.0,
+                        help="run this fraction of each module's mutants (the same ones every time; a quick estimate)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--rerun", action="store_true", help="ignore the results of earlier runs")
     parser.add_argument("--write", default="", help="also write the markdown report to this file")
@@ -419,6 +424,8 @@ def main(argv=None):
 
     modules = resolve_modules(args.module)
     mutants = [m for mod in modules for m in enumerate_mutants(mod)]
+    if args.sample < 1:  # by a hash of the mutant's text, so that reruns and later runs pick the same ones
+        mutants = [m for m in mutants if int(sha(m.triage_key + m.operator), 16) % 10000 < args.sample * 10000]
     if args.list:
         for m in mutants:
             print(f"{m.name}\t{m.function}\t{m.before} -> {m.after}")
@@ -442,7 +449,8 @@ def main(argv=None):
             results[m.name] = {"status": "no coverage", "seconds": 0.0, "ran": 0, "covering": 0, "how": how}
             continue
         prior = old.get(key)
-        if prior and (prior["status"] in ("killed", "timeout") or prior.get("tests") == tests_key(tests)):
+        if prior and prior.get("tests") == tests_key(tests) or prior and prior["status"] in ("killed", "timeout") \
+                and not args.new_tests:
             results[m.name] = prior
             continue
         todo.append((m, key, tests, covering, how))
@@ -463,10 +471,17 @@ def main(argv=None):
                 worker = workers.get()
                 try:
                     source = mutated_source(m)
-                    # Two stages: the 3 fastest tests first (collecting few test files is most of a kill's
-                    # cost), then the rest only if the mutant survived them.
+                    older = [t for t in tests if not (args.new_tests and fnmatch.fnmatch(t, args.new_tests))]
+                    newer = [t for t in tests if t not in older]
+                    # Stages: the 3 fastest tests first (collecting few test files is most of a kill's cost),
+                    # then the rest only if the mutant survived them; the --new-tests last.
                     r = {"status": "passed", "seconds": 0.0}
-                    for stage in (tests[:3], tests[3:]):
+                    before = None
+                    for stage in (older[:3], older[3:], "mark", newer):
+                        if stage == "mark":
+                            before = "killed" if r["status"] == "failed" else "timeout" if r["status"] == "timeout" \
+                                else "survived" if older else "no coverage"
+                            continue
                         if stage and r["status"] == "passed":
                             durations = sum(cov["durations"].get(t, 60.0) for t in stage)
                             seconds = r["seconds"]
@@ -476,7 +491,8 @@ def main(argv=None):
                     workers.put(worker)
                 status = {"failed": "killed", "passed": "survived", "timeout": "timeout",
                           "no tests": "STALE"}[r["status"]]
-                record = {"key": key, "name": m.name, "status": status, "seconds": r["seconds"], "ran": len(tests),
+                record = {"key": key, "name": m.name, "status": status, "before": before, "seconds": r["seconds"],
+                          "ran": len(tests),
                           "covering": covering, "how": how, "tests": tests_key(tests), "tail": r["tail"]}
                 with lock:
                     results[m.name] = record
@@ -500,21 +516,27 @@ def main(argv=None):
 
 
 def markdown_report(mutants, results, modules, seconds, args) -> str:
-    rows, total = [], {"killed": 0, "timeout": 0, "survived": 0, "no coverage": 0, "equivalent": 0}
+    rows, total = [], {"killed": 0, "timeout": 0, "survived": 0, "no coverage": 0, "equivalent": 0, "before": 0}
     for mod in modules:
         mine = [results[m.name]["status"] for m in mutants if m.module == mod]
         counts = {s: mine.count(s) for s in total}
         for s in total:
-            total[s] += counts[s]
+            total[s] += counts[s] if s != "before" else 0
         scored = counts["killed"] + counts["timeout"] + counts["survived"] + counts["no coverage"]
         score = f"{100 * (counts['killed'] + counts['timeout']) / scored:.1f}%" if scored else "-"
+        before = [results[m.name].get("before") for m in mutants if m.module == mod
+                  and results[m.name]["status"] != "equivalent"]
+        killed_before = sum(b in ("killed", "timeout") for b in before)
+        total["before"] += killed_before
         rows.append([f"`{mod}`", len(mine), counts["killed"], counts["timeout"], counts["survived"],
-                     counts["no coverage"], counts["equivalent"], score])
+                     counts["no coverage"], counts["equivalent"],
+                     f"{100 * killed_before / scored:.1f}%" if scored and args.new_tests else "-", score])
     scored = total["killed"] + total["timeout"] + total["survived"] + total["no coverage"]
     rows.append(["**all**", len(mutants), total["killed"], total["timeout"], total["survived"], total["no coverage"],
-                 total["equivalent"], f"{100 * (total['killed'] + total['timeout']) / max(1, scored):.1f}%"])
+                 total["equivalent"], f"{100 * total['before'] / max(1, scored):.1f}%" if args.new_tests else "-",
+                 f"{100 * (total['killed'] + total['timeout']) / max(1, scored):.1f}%"])
     lines = [markdown_table(["module", "mutants", "killed", "timeout", "survived", "not covered", "equivalent",
-                             "score"], rows), "",
+                             f"score without {args.new_tests or 'new tests'}", "score"], rows), "",
              f"{seconds:.0f} s for the mutants run now; score = (killed + timeout) / (mutants - equivalent).", ""]
     surv = [m for m in mutants if results[m.name]["status"] in ("survived", "no coverage")]
     if surv:

@@ -225,3 +225,16 @@ def test_documented_defaults():
         for part in key.split("."):
             got = getattr(got, part)
         assert got == value, key
+
+
+def test_rgb_statistics_are_three_numbers():
+    """data.mean/std: exactly 3 (R, G, B); teacher/student mean/std: 3 or [] (the architecture's own)."""
+    for key in ("data.mean", "data.std", "teacher.mean", "student.std"):
+        for length, ok in ((2, False), (3, True), (4, False), (0, key.split(".")[0] != "data")):
+            values = [0.5] * length
+            if ok:
+                assert getattr(getattr(apply(Config(), nest({key: values}), "t"), key.split(".")[0]),
+                               key.split(".")[1]) == values
+            else:
+                with pytest.raises(ConfigError, match=re.escape(f"'{key}' must be")):
+                    apply(Config(), nest({key: values}), "t")
