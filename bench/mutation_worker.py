@@ -89,8 +89,11 @@ def run_job(root: Path, job: dict) -> dict:
     code = os.waitstatus_to_exitcode(status)
     tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-3:]) if log.exists() else ""
     # pytest: 0 all passed, 1 a test failed, 2 interrupted (a collection error: the mutant broke an import),
-    # 5 no tests collected (a stale node id). A crash of the child (a signal) is a failure too.
-    outcome = {0: "passed", 5: "no tests"}.get(code, "failed")
+    # 4 usage error (a node id that no longer exists), 5 no tests collected: those two are stale selections,
+    # never kills. A crash of the child (a signal) is a failure.
+    outcome = {0: "passed", 4: "no tests", 5: "no tests"}.get(code, "failed")
+    if code == 4 and "not found" not in tail:  # 4 is also a conftest that fails to import: the mutant broke it
+        outcome = "failed"
     return {"status": outcome, "seconds": time.time() - start, "tail": tail, "code": code}
 
 
