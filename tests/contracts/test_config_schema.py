@@ -215,6 +215,16 @@ DOCUMENTED_DEFAULTS = {
     "crd.dim": 128, "crd.nce_k": 16384, "crd.nce_t": 0.07, "crd.momentum": 0.5, "crd.weight": 0.8,
     "crd.shared_negatives": False, "method": "kd", "teacher.arch": "resnet34", "student.arch": "resnet18",
     "train.skip_nonfinite": False, "train.warmup_epochs": 0.0, "data.format": "folder",
+    # README / the keys' meaning: nothing is trained, loaded or logged that the user did not ask for
+    "teacher.checkpoint": "", "teacher.pretrained": False, "teacher.train_if_missing": False,
+    "teacher.train_epochs": 0, "teacher.train_per_class": -1, "teacher.train_batch_size": 0, "teacher.mean": [],
+    "teacher.std": [], "student.checkpoint": "", "student.train_if_missing": False, "data.root": "",
+    "data.backend": "auto", "data.workers": 4, "data.hw_decoder_load": 0.65, "data.real_labels": "",
+    "data.demo_dir": ".data/fashion_mnist_jpeg", "train.warmup_lr": 1e-5, "train.min_lr": 0.0,
+    "train.precision": "auto", "train.compile": "auto", "train.compile_backend": "inductor", "train.seed": 0,
+    "train.steps_per_epoch": 0, "train.log_every": 20, "train.eval_every": 1, "train.output_dir": "runs",
+    "train.name": "", "train.keep_checkpoints": 3, "train.checkpoint_every": 0, "train.dist_timeout_s": 600,
+    "train.baseline": False, "train.device": "auto", "dkd.weight": 1.0, "icd.weight": 1.0,
 }
 
 
@@ -225,6 +235,28 @@ def test_documented_defaults():
         for part in key.split("."):
             got = getattr(got, part)
         assert got == value, key
+
+
+def test_several_problems_say_how_many_more():
+    with pytest.raises(ConfigError) as one:
+        apply(Config(), {"kd": {"temperature": 0}}, "cli")
+    assert "more problems" not in str(one.value)
+    with pytest.raises(ConfigError) as three:
+        apply(Config(), {"kd": {"temperature": 0, "weight": -1}, "train": {"epochs": 0}}, "cli")
+    assert str(three.value).endswith(" (and 2 more problems)")
+
+
+def test_help_shows_each_keys_type_and_range():
+    """--help's metavar, written from the documented ranges (not read back from the schema)."""
+    from pipeline.config import build_parser
+
+    metavars = {a.dest: a.metavar for a in build_parser()._actions}
+    assert metavars["train.lr"] == "FLOAT(>0)" and metavars["train.momentum"] == "FLOAT(>=0,<1)"
+    assert metavars["crd.nce_k"] == "INT(>=1)" and metavars["data.min_area"] == "FLOAT(>0,<=1)"
+    assert metavars["train.output_dir"] == "STR(non-empty)" and metavars["train.name"] == "STR"
+    assert metavars["data.mean"] == "[FLOAT(>=0,<=1), ...](3 items)" and metavars["data.std"] == "[FLOAT(>0), ...](3 items)"
+    assert metavars["train.decay_epochs"] == "[INT(>=1), ...]" and metavars["data.backend"] == "{dali,torch,auto}"
+    assert metavars["train.skip_nonfinite"] == "BOOL" and metavars["teacher.train_per_class"] == "INT(>=-1)"
 
 
 def test_rgb_statistics_are_three_numbers():
@@ -238,3 +270,10 @@ def test_rgb_statistics_are_three_numbers():
             else:
                 with pytest.raises(ConfigError, match=re.escape(f"'{key}' must be")):
                     apply(Config(), nest({key: values}), "t")
+    # items: means on 0..1 pixels (both ends allowed), stds above 0
+    for key, ok, bad in (("data.mean", [0.0, 1.0, 0.5], [-0.01, 1.01]), ("teacher.mean", [0.0, 1.0, 0.5], [-0.01, 1.01]),
+                         ("data.std", [1e-9, 5.0, 0.5], [0.0, -1.0]), ("student.std", [1e-9, 5.0, 0.5], [0.0])):
+        apply(Config(), nest({key: ok}), "t")
+        for value in bad:
+            with pytest.raises(ConfigError, match=re.escape(f"'{key}[1]' must be")):
+                apply(Config(), nest({key: [0.5, value, 0.5]}), "t")
