@@ -331,15 +331,16 @@ def select_tests(m: Mutant, cov: dict, budget: float, exclude: list[str],
     if m.module not in _REMAPPED:
         _REMAPPED[m.module] = remap(cov, m.module, (REPO / m.module).read_text())
     by_line = _REMAPPED[m.module]
-    contexts, ran = set(), False
+    contexts, ran, at_import = set(), False, False
     for line in range(m.first_line, m.last_line + 1):
         found = by_line.get(str(line))
         if found is not None:
             ran = True
+            at_import |= "" in found or not found
             contexts.update(c for c in found if c)
     how = "line"
-    if ran and not contexts:  # run only at import time: a class body, a default, a decorator
-        contexts = {c for found in by_line.values() for c in found if c}
+    if ran and at_import:  # run at import time (a class body, a default, a decorator): whoever imports it
+        contexts |= {c for found in by_line.values() for c in found if c}
         how = "module"
     contexts = {c for c in contexts if not any(fnmatch.fnmatch(c, pat) for pat in exclude)}
     if not contexts:
