@@ -33,6 +33,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -356,7 +357,10 @@ def select_tests(m: Mutant, cov: dict, budget: float, exclude: list[str],
         fn = t.split("[")[0]
         seen[fn] = seen.get(fn, 0) + 1
         rank[t] = seen[fn]
-    ordered.sort(key=lambda t: (rank[t], durations.get(t, 60.0), t))
+    # A parametrization named after something on the mutated line (the config key, the method) first of all.
+    words = {w for w in re.findall(r"[A-Za-z_]{4,}", m.before) if w not in ("Field", "description", "self")}
+    relevant = {t for t in ordered if "[" in t and any(w in t.split("[", 1)[1] for w in words)}
+    ordered.sort(key=lambda t: (t not in relevant, rank[t], durations.get(t, 60.0), t))
     chosen = []
     for group in (False, True):  # the budget holds for the older tests and for --new-tests each
         total = 0.0
