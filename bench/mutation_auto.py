@@ -358,7 +358,8 @@ def select_tests(m: Mutant, cov: dict, budget: float, exclude: list[str],
         seen[fn] = seen.get(fn, 0) + 1
         rank[t] = seen[fn]
     # A parametrization named after something on the mutated line (the config key, the method) first of all.
-    words = {w for w in re.findall(r"[A-Za-z_]{4,}", m.before) if w not in ("Field", "description", "self")}
+    words = {w for w in re.findall(r"[A-Za-z_]{3,}", m.before) if w not in ("Field", "description", "self", "int",
+                                                                            "float", "str", "bool")}
     relevant = {t for t in ordered if "[" in t and any(w in t.split("[", 1)[1] for w in words)}
     ordered.sort(key=lambda t: (t not in relevant, rank[t], durations.get(t, 60.0), t))
     chosen = []
