@@ -472,8 +472,8 @@ def main(argv=None):
             results[m.name] = {"status": "no coverage", "seconds": 0.0, "ran": 0, "covering": 0, "how": how}
             continue
         prior = old.get(key)
-        if prior and prior.get("tests") == tests_key(tests) or prior and prior["status"] in ("killed", "timeout") \
-                and not args.new_tests:
+        if prior and prior["status"] != "STALE" and (prior.get("tests") == tests_key(tests)
+                                                      or prior["status"] in ("killed", "timeout") and not args.new_tests):
             results[m.name] = prior
             continue
         todo.append((m, key, tests, covering, how))
