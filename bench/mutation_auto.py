@@ -431,6 +431,7 @@ def main(argv=None):
                              "tests first, then these, and the report gives the score before and after them")
     parser.add_argument("--sample", type=float, default=1.0,
                         help="run this fraction of each module's mutants (the same ones every time; a quick estimate)")
+    parser.add_argument("--report", action="store_true", help="run nothing: the report of the results so far")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--rerun", action="store_true", help="ignore the results of earlier runs")
     parser.add_argument("--write", default="", help="also write the markdown report to this file")
@@ -475,6 +476,9 @@ def main(argv=None):
         if prior and prior["status"] != "STALE" and (prior.get("tests") == tests_key(tests)
                                                       or prior["status"] in ("killed", "timeout") and not args.new_tests):
             results[m.name] = prior
+            continue
+        if args.report:
+            results[m.name] = {"status": "not run", "seconds": 0.0, "ran": 0, "covering": covering, "how": how}
             continue
         todo.append((m, key, tests, covering, how))
     print(f"[mutations] {len(mutants)} mutants in {len(modules)} modules; {len(todo)} to run "
@@ -558,9 +562,11 @@ def markdown_report(mutants, results, modules, seconds, args) -> str:
     rows.append(["**all**", len(mutants), total["killed"], total["timeout"], total["survived"], total["no coverage"],
                  total["equivalent"], f"{100 * total['before'] / max(1, scored):.1f}%" if args.new_tests else "-",
                  f"{100 * (total['killed'] + total['timeout']) / max(1, scored):.1f}%"])
+    not_run = sum(results[m.name]["status"] == "not run" for m in mutants)
     lines = [markdown_table(["module", "mutants", "killed", "timeout", "survived", "not covered", "equivalent",
                              f"score without {args.new_tests or 'new tests'}", "score"], rows), "",
-             f"{seconds:.0f} s for the mutants run now; score = (killed + timeout) / (mutants - equivalent).", ""]
+             f"{seconds:.0f} s for the mutants run now; score = (killed + timeout) / (killed + timeout + survived + "
+             f"not covered); {not_run} mutants not run yet (counted in `mutants` only).", ""]
     surv = [m for m in mutants if results[m.name]["status"] in ("survived", "no coverage")]
     if surv:
         lines += ["Survivors:", "", markdown_table(
