@@ -99,6 +99,16 @@ def test_file_lists_per_class_on_both_splits_and_classes_over_both(tmp_path):
     assert train.load(0) == (root / "x/a 1.jpg", 0, 0) and val.load(1) == (root / "v/c.jpg", 1, 1)
     every, _ = read_file_lists(root)  # 0 = all
     assert len(every) == 4
+    assert read_file_list(root / "train.txt")[1] == [0, 2, 0, 0]  # the default keeps every line
+    (root / "bad.txt").write_text("x/a.jpg 0\nx/b.jpg -1\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: the class must be >= 0, got -1"):
+        read_file_list(root / "bad.txt")
+
+
+def test_shards_whose_indices_miss_one_are_an_error(tmp_path):
+    write_shards(tmp_path / "train", [("a", b"1", 0, 1), ("b", b"2", 0, 2)], per_tar=2)  # index 1 never given
+    with pytest.raises(ValueError, match="do not cover 0..1"):
+        list_shards(tmp_path / "train").sample_labels()
 
 
 # ---------------------------------------------------------------- webdataset shards
