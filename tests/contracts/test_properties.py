@@ -105,6 +105,16 @@ def test_file_lists_per_class_on_both_splits_and_classes_over_both(tmp_path):
         read_file_list(root / "bad.txt")
 
 
+def test_index_file_headers_are_checked(tmp_path):
+    for header in ("v1.2 abc", "v1.2 3 extra", "3"):
+        split = tmp_path / header.replace(" ", "_")
+        write_shards(split, [("a", b"1", 0, 1)], per_tar=1)
+        idx = split / "shard-00000.idx"
+        idx.write_text(header + "\n" + idx.read_text().split("\n", 1)[1])
+        with pytest.raises(ValueError, match="not a DALI index file"):
+            list_shards(split)
+
+
 def test_shards_whose_indices_miss_one_are_an_error(tmp_path):
     write_shards(tmp_path / "train", [("a", b"1", 0, 1), ("b", b"2", 0, 2)], per_tar=2)  # index 1 never given
     with pytest.raises(ValueError, match="do not cover 0..1"):
