@@ -61,7 +61,14 @@ def test_keep_the_newest_k_and_resume_from_the_newest_complete(tmp_path):
     assert ck.find_latest(tmp_path) is None
 
 
-def test_prune_removes_damaged_older_ones_keeps_a_damaged_newer_one(tmp_path):
+def test_prune_keeps_exactly_the_newest_k(tmp_path):
+    for step in (1, 2, 3):
+        save(tmp_path, step, keep=0)
+    ck.prune(tmp_path, keep=1)
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["step-000000003"]
+
+
+def test_prune_removes_damaged_older_ones_keeps_a_damaged_newer_one(tmp_path, caplog):
     for step in (1, 2, 3):
         save(tmp_path, step, keep=0)  # 0: keep all
     assert len(ck.list_checkpoints(tmp_path)) == 3
@@ -69,6 +76,8 @@ def test_prune_removes_damaged_older_ones_keeps_a_damaged_newer_one(tmp_path):
     (ck.checkpoint_dir(tmp_path, 3) / ck.COMPLETE).unlink()  # damaged, newest: a save in progress elsewhere
     ck.prune(tmp_path, keep=1)
     assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["step-000000002", "step-000000003"]
+    assert [r.getMessage() for r in caplog.records if "removing damaged" in r.getMessage()] == [
+        f"removing damaged checkpoint {ck.checkpoint_dir(tmp_path, 1)}: step-000000002 is newer and complete"]
 
 
 def test_the_same_step_saved_again_replaces_it(tmp_path):
