@@ -477,8 +477,9 @@ def main(argv=None):
                                                       or prior["status"] in ("killed", "timeout") and not args.new_tests):
             results[m.name] = prior
             continue
-        if args.report:
-            results[m.name] = {"status": "not run", "seconds": 0.0, "ran": 0, "covering": covering, "how": how}
+        if args.report:  # the latest result of this mutant, whatever tests it ran
+            results[m.name] = prior if prior and prior["status"] != "STALE" else {
+                "status": "not run", "seconds": 0.0, "ran": 0, "covering": covering, "how": how}
             continue
         todo.append((m, key, tests, covering, how))
     print(f"[mutations] {len(mutants)} mutants in {len(modules)} modules; {len(todo)} to run "

@@ -52,4 +52,42 @@ EQUIVALENT: dict[str, str] = {
         "the manifest's indentation: it is only ever read back with json.loads",
     'pipeline/checkpoint.py | (tmp / COMPLETE).write_text(json.dumps(sizes, indent=1))  # a manifest: truncation is detectable -> (tmp / COMPLETE).write_text(json.dumps(sizes, indent= 0))  # a manifest: truncation is detectable':
         "the manifest's indentation: it is only ever read back with json.loads",
+    'pipeline/config.py | def load_yaml(path: str | Path) -> dict: -> def load_yaml(path: str & Path) -> dict:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/data/webdataset.py | def list_shards(split_dir: str | Path) -> Shards: -> def list_shards(split_dir: str & Path) -> Shards:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/methods/base.py | def check_combination(cls, names: list[str]) -> str | None: -> def check_combination(cls, names: list[str]) -> str & None:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/distiller.py | def forward(self, images: torch.Tensor, labels: torch.Tensor, teacher: NetOutput | None, views: int, -> def forward(self, images: torch.Tensor, labels: torch.Tensor, teacher: NetOutput & None, views: int,':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/checkpoint.py | def _write_failed(accelerator, run_dir: Path, final: Path, error: Exception | None): -> def _write_failed(accelerator, run_dir: Path, final: Path, error: Exception & None):':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/checkpoint.py | def find_latest(run_dir: Path) -> Path | None: -> def find_latest(run_dir: Path) -> Path & None:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/checkpoint.py | def read_loader_state(path: Path, process: int) -> dict | None: -> def read_loader_state(path: Path, process: int) -> dict & None:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/models.py | def load_weights(model: nn.Module, path: str | Path) -> None: -> def load_weights(model: nn.Module, path: str & Path) -> None:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/models.py | def save_weights(model: nn.Module, path: str | Path) -> None: -> def save_weights(model: nn.Module, path: str & Path) -> None:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/models.py | def save_timm_folder(model: nn.Module, out_dir: str | Path, image_size: int, val_resize: int) -> None: -> def save_timm_folder(model: nn.Module, out_dir: str & Path, image_size: int, val_resize: int) -> None:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'launch/plot.py | def read_metrics(run_dir: str | Path) -> list[dict]: -> def read_metrics(run_dir: str & Path) -> list[dict]:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'launch/plot.py | def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None, -> def plot_runs(run_dirs: list[str & Path], out: str | Path, labels: list[str] | None = None,':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'launch/plot.py | def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None, -> def plot_runs(run_dirs: list[str | Path], out: str & Path, labels: list[str] | None = None,':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'launch/plot.py | def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None, -> def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] & None = None,':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'launch/plot.py | def save(fig, out: str | Path) -> Path: -> def save(fig, out: str & Path) -> Path:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'launch/compare.py | def teacher_row(results: list[dict]) -> tuple[float, float] | None: -> def teacher_row(results: list[dict]) -> tuple[float, float] & None:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'launch/compare.py | def markdown(rows: list[dict], teacher: tuple[float, float] | None, cfg, seeds: list[int]) -> str: -> def markdown(rows: list[dict], teacher: tuple[float, float] & None, cfg, seeds: list[int]) -> str:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'launch/check_dataset.py | def split_items(root: Path, split: str, fmt: str) -> Iterator[tuple[str, bytes | Exception]]: -> def split_items(root: Path, split: str, fmt: str) -> Iterator[tuple[str, bytes & Exception]]:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'launch/check_dataset.py | def pil_undecodable(items: Iterable[tuple[str, bytes | Exception]]) -> list[tuple[str, str]]: -> def pil_undecodable(items: Iterable[tuple[str, bytes & Exception]]) -> list[tuple[str, str]]:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
 }

@@ -283,3 +283,13 @@ def test_rgb_statistics_are_three_numbers():
         for value in bad:
             with pytest.raises(ConfigError, match=re.escape(f"'{key}[1]' must be")):
                 apply(Config(), nest({key: [0.5, value, 0.5]}), "t")
+
+
+def test_flag_text_of_string_keys_is_kept_as_typed():
+    """`--teacher.arch 1e5` reaches the architecture check as the text '1e5' (YAML would make it a number)."""
+    from pipeline.config import parse_args
+
+    with pytest.raises(ConfigError, match=r"'teacher.arch' must be a timm architecture .*got '1e5'"):
+        parse_args(["--teacher.arch", "1e5"])
+    cfg, _ = parse_args(["--train.name", "1e5", "--train.epochs", "3"])
+    assert cfg.train.name == "1e5" and cfg.train.epochs == 3

@@ -206,6 +206,14 @@ def test_real_label_table_by_file_name(tmp_path):
     assert table.tolist() == [[1, -1], [3, -1], [0, 2], [-1, -1]]
     with pytest.raises(ValueError, match="ILSVRC2012_val_00000005"):
         real_label_table(str(real), ["ILSVRC2012_val_00000005.JPEG"], 4)  # past the list's end
+    (tmp_path / "broken.json").write_text("[[1], [2")
+    with pytest.raises(ValueError, match="cannot read .*broken.json"):
+        real_label_table(str(tmp_path / "broken.json"), files, 4)
+    (tmp_path / "flat.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a list of class lists"):
+        real_label_table(str(tmp_path / "flat.json"), files, 4)
+    with pytest.raises(FileNotFoundError, match="data.real_labels: file not found"):
+        real_label_table(str(tmp_path / "absent.json"), files, 4)
     with pytest.raises(ValueError, match="classes 0..3 in the labels, but the dataset has 3 classes"):
         real_label_table(str(real), files, num_classes=3)  # class 3 does not exist
 
