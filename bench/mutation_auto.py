@@ -432,6 +432,8 @@ def main(argv=None):
     parser.add_argument("--sample", type=float, default=1.0,
                         help="run this fraction of each module's mutants (the same ones every time; a quick estimate)")
     parser.add_argument("--report", action="store_true", help="run nothing: the report of the results so far")
+    parser.add_argument("--survivors", action="store_true",
+                        help="rerun only the mutants whose latest result survived (after new tests)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--rerun", action="store_true", help="ignore the results of earlier runs")
     parser.add_argument("--write", default="", help="also write the markdown report to this file")
@@ -476,6 +478,10 @@ def main(argv=None):
         if prior and prior["status"] != "STALE" and (prior.get("tests") == tests_key(tests)
                                                       or prior["status"] in ("killed", "timeout") and not args.new_tests):
             results[m.name] = prior
+            continue
+        if args.survivors and not (prior and prior["status"] in ("survived", "no coverage")):
+            results[m.name] = prior if prior and prior["status"] != "STALE" else {
+                "status": "not run", "seconds": 0.0, "ran": 0, "covering": covering, "how": how}
             continue
         if args.report:  # the latest result of this mutant, whatever tests it ran
             results[m.name] = prior if prior and prior["status"] != "STALE" else {

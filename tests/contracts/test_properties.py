@@ -206,6 +206,10 @@ def test_real_label_table_by_file_name(tmp_path):
     assert table.tolist() == [[1, -1], [3, -1], [0, 2], [-1, -1]]
     with pytest.raises(ValueError, match="ILSVRC2012_val_00000005"):
         real_label_table(str(real), ["ILSVRC2012_val_00000005.JPEG"], 4)  # past the list's end
+    with pytest.raises(ValueError, match="ILSVRC2012_val_00000000"):
+        real_label_table(str(real), ["ILSVRC2012_val_00000000.JPEG"], 4)  # numbering starts at 1
+    single = real_label_table(str(real), files[:2], num_classes=4)  # at most one label per image: one column
+    assert single.tolist() == [[1], [3]]
     (tmp_path / "broken.json").write_text("[[1], [2")
     with pytest.raises(ValueError, match="cannot read .*broken.json"):
         real_label_table(str(tmp_path / "broken.json"), files, 4)
