@@ -104,4 +104,6 @@ EQUIVALENT: dict[str, str] = {
         'the repository is installed editable (setup.sh: `pip install -e .`), so `pipeline` imports whatever this path is',
     'launch/check_dataset.py | sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install -> sys.path.insert(0, str(Path(__file__).resolve().parents[ 0]))  # runnable from a checkout without install':
         'the repository is installed editable (setup.sh: `pip install -e .`), so `pipeline` imports whatever this path is',
+    'pipeline/data/filelist.py | def read_file_list(path: Path, keep_per_class: int = 0) -> tuple[list[str], list[int]]: -> def read_file_list(path: Path, keep_per_class: int = -1) -> tuple[list[str], list[int]]:':
+        '`keep_per_class <= 0` keeps every line: a default of -1 means all, as 0 does',
 }
