@@ -15,6 +15,7 @@ result, each with the reason; they are checked for staleness but excluded from t
     .venv/bin/python bench/mutations.py --jobs 2    # two scratch copies in parallel
     .venv/bin/python bench/mutations.py --only icd_bwd_alpha_hardcoded --only kd_grad_scale_hardcoded_T
     .venv/bin/python bench/mutations.py --list
+    .venv/bin/python bench/mutations.py --auto [--module GLOB ...] [--jobs 2]   # automatic mutants: bench/mutation_auto.py
 """
 from __future__ import annotations
 
@@ -404,6 +405,13 @@ def run_mutant(m: Mutant, root: Path, timeout: int) -> dict:
 
 
 def main():
+    # Automatic mutants (cosmic-ray operators, coverage-guided): bench/mutation_auto.py takes the flags
+    # "--auto", "--module", "--jobs", "--budget", "--list", "--add-coverage", "--fresh-coverage", "--exclude-tests",
+    # "--rerun" and "--write".
+    if "--auto" in sys.argv[1:]:
+        import mutation_auto
+
+        return mutation_auto.main([a for a in sys.argv[1:] if a != "--auto"])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", default=[], help="run only this mutant (repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="mutants run in parallel, each in its own scratch copy")

@@ -58,7 +58,10 @@ def main(argv=None):
     try:
         run(*parse_args(argv))
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        # One write of the whole line: under PYTHONUNBUFFERED print() writes the text and the newline
+        # separately, and two processes failing at once then garble each other's lines.
+        sys.stderr.write(f"error: {e}\n")
+        sys.stderr.flush()
         sys.exit(2)
 
 

@@ -315,6 +315,30 @@ def to_dict(cfg: Config) -> dict:
     return cfg.model_dump()
 
 
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string this module's YAML 1.2 reader would read as something else: PyYAML writes
+    YAML 1.1, which leaves `1e5` bare (no float in 1.1), and reading it back would make a run name a number."""
+
+
+def _represent_str(dumper, text: str):
+    plain = dumper.represent_scalar("tag:yaml.org,2002:str", text)
+    try:
+        ours = yaml.load(yaml.serialize(plain, Dumper=yaml.SafeDumper), Loader=_Loader)
+    except yaml.YAMLError:
+        ours = None
+    if ours != text:
+        plain.style = "'"
+    return plain
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML that `load_yaml` reads back to the same config (a run's config.yaml)."""
+    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False)
+
+
 def nest(dotted: dict[str, object]) -> dict:
     out: dict = {}
     for key, value in dotted.items():

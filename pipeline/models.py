@@ -54,9 +54,8 @@ def _clean_state_dict(state: dict) -> dict:
     prefixes = ("module.", "_orig_mod.", "model.")
     out = {}
     for k, v in state.items():
-        for p in prefixes:
-            while k.startswith(p):
-                k = k[len(p):]
+        while k.startswith(prefixes):  # in any order: torch.compile(DDP(m)) saves '_orig_mod.module.'
+            k = k[len(next(p for p in prefixes if k.startswith(p))):]
         out[k] = v
     return out
 
