@@ -95,9 +95,10 @@ def free_port() -> int:
 
 
 def tiny_args(output_dir: Path, name: str = "tiny", **overrides) -> list[str]:
-    """A 2-epoch run of 6 steps per epoch on the demo data, mid-epoch checkpoints every 2 steps."""
+    """A 2-epoch run of 6 steps per epoch on the demo data, mid-epoch checkpoints every 2 steps; a global batch
+    of 8 on 1 or 2 processes (in-process and launched runs see the same samples per step)."""
     values = {"method": "none", "student.arch": "resnet10t", "data.backend": "torch", "data.workers": 0,
-              "data.per_class": 8, "data.val_per_class": 4, "train.batch_size": 8,
+              "data.per_class": 8, "data.val_per_class": 4, "train.global_batch_size": 8,
               "train.steps_per_epoch": STEPS_PER_EPOCH, "train.epochs": EPOCHS, "train.checkpoint_every": 2,
               "train.keep_checkpoints": 3, "train.log_every": 1, "train.eval_every": 1,
               "train.output_dir": str(output_dir),

@@ -74,7 +74,8 @@ def test_help_lists_every_key_with_type_default_and_description():
         assert f"--{key} " in text, key
         assert info.description and len(info.description.splitlines()) == 1, key
     flat = " ".join(text.split())
-    assert "--train.lr FLOAT(>0) learning rate per 256 images (scaled by batch_size / 256) [default: 0.1]" in flat
+    assert ("--train.lr FLOAT(>0) learning rate per 256 images of the global batch (x global batch / 256) "
+            "[default: 0.1]") in flat
     assert "--data.backend {dali,torch,auto}" in flat and "--train.epochs INT(>=1)" in flat
     assert re.search(r"^train \(", text, re.M) and re.search(r"^ccd \(", text, re.M)  # grouped by section
     assert len(keys()) > 70 and "method" in keys() and "ccd.theta" in keys()
@@ -194,13 +195,13 @@ def test_batch_not_divisible_by_processes_under_accelerate(tmp_path, tiny_teache
     (its own summary) and exits non-zero."""
     cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_machines", "1", "--num_processes", "2",
            "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no", "launch/imagenet.py",
-           *tiny_run_args(tmp_path / "runs", tiny_teacher, **{"train.batch_size": 15})]
+           *tiny_run_args(tmp_path / "runs", tiny_teacher, **{"train.global_batch_size": 15})]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert 1 <= len(errors) <= 2  # the agent may stop the second worker before it prints
-    assert set(errors) == {"error: train.batch_size 15 is not divisible by 2 processes: use a multiple of 2"}
+    assert set(errors) == {"error: train.global_batch_size 15 is not divisible by 2 processes: use a multiple of 2"}
     assert "exitcode  : 2" in proc.stderr  # the agent's report names the worker's status
     # no worker traceback: the only one is the agent's own report (ChildFailedError)
     assert proc.stderr.count("Traceback (most recent call last)") == proc.stderr.count("ChildFailedError:") <= 1

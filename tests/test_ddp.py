@@ -13,10 +13,11 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory, tiny_teacher, demo_root):
-    """2 processes, 2 epochs of 5 steps of KD, then a resumed launch for a third epoch."""
+    """2 processes of 16 images per step (global 32), 2 epochs of 5 steps of KD, then a resumed launch for a
+    third epoch."""
     out = tmp_path_factory.mktemp("ddp")
     args = tiny_run_args(out / "runs", tiny_teacher, **{"method": "kd", "train.lr": 0.4, "data.per_class": 32,
-                                                        "train.batch_size": 32, "train.steps_per_epoch": 5})
+                                                        "train.batch_size": 16, "train.steps_per_epoch": 5})
     first = accelerate_launch(["tests/helpers/ddp_probe.py", str(out / "first")] + args)
     run_dir = out / "runs" / "run"
     saved = [checkpoint.read_trainer_state(p) for p in checkpoint.list_checkpoints(run_dir)]

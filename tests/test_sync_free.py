@@ -19,7 +19,7 @@ from pipeline.trainer import Trainer
 from tests.conftest import REPO, accelerate_launch, tiny_run_args
 
 HOST_READS = ("item", "__bool__", "__float__", "__int__", "tolist")
-WATCHED = ("pipeline/trainer.py", "pipeline/methods/", "kernels/")
+WATCHED = ("pipeline/trainer.py", "pipeline/nonfinite.py", "pipeline/stopping.py", "pipeline/methods/", "kernels/")
 
 
 
@@ -73,8 +73,8 @@ def test_host_read_detector_catches_the_old_per_step_check(tmp_path, tiny_teache
     scope = {}
     exec(compile("def check(terms): return bool(torch.isfinite(sum(terms.values())))",
                  str(REPO / "pipeline" / "trainer.py"), "exec"), {"torch": torch}, scope)
-    record = trainer.record_nonfinite
-    monkeypatch.setattr(trainer, "record_nonfinite", lambda terms: (record(terms), scope["check"](terms)))
+    check = trainer.nonfinite.check
+    monkeypatch.setattr(trainer.nonfinite, "check", lambda terms, step: (scope["check"](terms), check(terms, step))[1])
     with host_reads(trainer) as calls:
         trainer.train_epoch()
     assert {c[0] for c in calls if c[1] == "__bool__"} == {0, 1, 2}
@@ -84,7 +84,7 @@ def test_host_read_detector_catches_the_old_per_step_check(tmp_path, tiny_teache
 def two_process_nan_run(tmp_path_factory, tiny_teacher, demo_root):
     out = tmp_path_factory.mktemp("sync_free")
     args = tiny_run_args(out / "runs", tiny_teacher, **{
-        "method": "kd+test_nan_rank1", "train.batch_size": 16, "train.steps_per_epoch": 7, "train.epochs": 1,
+        "method": "kd+test_nan_rank1", "train.batch_size": 8, "train.steps_per_epoch": 7, "train.epochs": 1,
         "train.log_every": 3, "train.skip_nonfinite": True})
     accelerate_launch(["tests/helpers/sync_probe.py", str(out / "probe")] + args)
     return [torch.load(out / "probe" / f"rank{r}.pt", weights_only=False) for r in (0, 1)]

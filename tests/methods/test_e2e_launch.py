@@ -23,7 +23,7 @@ TRAINED = {"icd": ["methods.0.log_scale", "methods.0.head_s.weight"],
 def runs(tmp_path_factory, tiny_teacher):
     out = tmp_path_factory.mktemp("e2e")
     flags = tiny_run_args(out / "runs", tiny_teacher, **{
-        "data.per_class": 8, "data.val_per_class": 4, "train.batch_size": 8, "train.steps_per_epoch": 3,
+        "data.per_class": 8, "data.val_per_class": 4, "train.batch_size": 4, "train.steps_per_epoch": 3,
         "train.epochs": 1})
     accelerate_launch([RUNNER, str(out / "records"), ",".join(METHODS), ",".join(RESUMED), "--"] + flags,
                       timeout=900)
