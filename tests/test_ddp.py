@@ -39,6 +39,7 @@ def test_two_processes_see_different_data_but_share_gradients(two_process_run):
     assert (rank0["world"], rank1["world"]) == (2, 2), "not one 2-process job (two independent runs?)"
     assert {rank0["rank"], rank1["rank"]} == {0, 1}
     assert not set(rank0["first_index"].tolist()) & set(rank1["first_index"].tolist()), "ranks read the same samples"
+    assert rank0["first_index"].shape == rank1["first_index"].shape == (16,)  # train.batch_size is per process
     # Different batches on each rank yet identical weights after 10 optimizer steps: only possible when
     # every step applies the same all-reduced gradient.
     for name, w0 in rank0["weights"].items():
