@@ -239,11 +239,17 @@ def benchmark_sweep(cfg: Config, args: argparse.Namespace) -> dict:
                 trainer.writer.close()
         about = {"views": trainer.views, "device": str(trainer.accelerator.device),
                  "precision": trainer.accelerator.mixed_precision, "compiled": trainer.step_fn is not trainer.model}
-        rows.append({"batch_size": b, "images_per_s": b / step_s, "step_ms": 1e3 * step_s, "peak_memory_mb": memory})
+        ran = trainer.batch_plan.per_process
+        rows.append({"batch_size": ran, "images_per_s": ran / step_s, "step_ms": 1e3 * step_s,
+                     "peak_memory_mb": memory})
         del trainer
+    return {"sweep": rows, "saturates_at": saturated_batch(rows), **about}
+
+
+def saturated_batch(rows: list[dict]) -> int | None:
+    """The smallest batch whose images/s reaches SATURATED x the best measured (None: none measured)."""
     best = max((r["images_per_s"] for r in rows if "images_per_s" in r), default=0.0)
-    saturated = next((r["batch_size"] for r in rows if r.get("images_per_s", 0.0) >= SATURATED * best), None)
-    return {"sweep": rows, "saturates_at": saturated, **about}
+    return next((r["batch_size"] for r in rows if r.get("images_per_s", 0.0) >= SATURATED * best > 0), None)
 
 
 def benchmark_loader(cfg: Config, args: argparse.Namespace) -> dict:

@@ -127,6 +127,16 @@ def test_benchmark_step_sweeps_the_per_process_batch(tmp_path, capsys):
     assert result["saturates_at"] == saturated[0]
 
 
+def test_saturation_is_the_smallest_batch_within_90_percent_of_the_best():
+    from pipeline.benchmark import saturated_batch
+
+    rows = [{"batch_size": 32, "images_per_s": 100.0}, {"batch_size": 64, "images_per_s": 185.0},
+            {"batch_size": 128, "images_per_s": 200.0}, {"batch_size": 256, "images_per_s": 205.0}]
+    assert saturated_batch(rows) == 64  # 185 >= 0.9 x 205 = 184.5 > 100
+    assert saturated_batch(rows[:1] + [{"batch_size": 64, "error": "out of memory"}]) == 32
+    assert saturated_batch([{"batch_size": 32, "error": "out of memory"}]) is None
+
+
 def test_benchmark_batches_flag_parses_and_rejects_bad_lists():
     _, args = parse_args(["--benchmark", "step", "--benchmark-batches", "32,64,128,256"])
     assert args.benchmark_batches == [32, 64, 128, 256]
