@@ -28,7 +28,8 @@ JOB_ID = "4242"
 STEPS_PER_EPOCH = 6
 EPOCHS = 2
 
-# srun: start the command once per "node" (each in its own session, like a task on another machine) with
+# srun: record its options, the compile-thread bound and the command (FAKE_SRUN_DRY: and stop there); start the
+# command once per "node" (each in its own session, like a task on another machine) with
 # that node's SLURM_* variables; forward the signals real srun forwards to the task; a TERM sent to srun
 # itself becomes SIGKILL of the tasks, as in real srun ("forcing job termination"); with
 # --kill-on-bad-exit=1, a task exiting non-zero gets every other task killed with all its processes.
@@ -39,6 +40,11 @@ args = sys.argv[1:]
 options = []
 while args and args[0].startswith("-"):  # srun options (the script uses the --opt=value form)
     options.append(args.pop(0))
+with open(os.environ["FAKE_SLURM_LOG"], "a") as f:  # what the tests check of the step's start
+    f.write(f"srun options={{' '.join(options)}} compile_threads={{os.environ.get('TORCHINDUCTOR_COMPILE_THREADS')}} "
+            f"args={{args!r}}\\n")
+if os.environ.get("FAKE_SRUN_DRY"):  # record only: start nothing
+    sys.exit(0)
 procs = []
 for node in range(int(os.environ["SLURM_JOB_NUM_NODES"])):
     env = dict(os.environ, SLURM_NODEID=str(node), SLURM_PROCID=str(node), SLURM_LOCALID="0")
@@ -122,7 +128,7 @@ def fake_slurm_env(tmp: Path, nodes: int = 2) -> dict:
         (bin_dir / name).chmod(0o755)
     return dict(base_env(), PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_SLURM_LOG=str(tmp / "slurm.log"),
                 SLURM_JOB_ID=JOB_ID, SLURM_JOB_NUM_NODES=str(nodes), SLURM_JOB_NODELIST="node[1-2]",
-                SLURM_SUBMIT_DIR=str(REPO), GPUS_PER_NODE="1", MASTER_PORT=str(free_port()),
+                SLURM_SUBMIT_DIR=str(REPO), GPUS_PER_NODE="1", SLURM_CPUS_PER_TASK="2", MASTER_PORT=str(free_port()),
                 ACCELERATE=str(VENV_BIN / "accelerate"), STOP_TIMEOUT="60")
 
 
