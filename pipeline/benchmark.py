@@ -88,6 +88,10 @@ class SyntheticLoader:
     def set_epoch(self, epoch: int, start_step: int = 0):
         pass
 
+    def sample_labels(self) -> torch.Tensor:
+        """Every sample's class (CRD's negatives): the classes in turn."""
+        return torch.arange(self.num_samples) % self.num_classes
+
 
 class BenchmarkTrainer(Trainer):
     """The real trainer on synthetic data: no dataset listing, a random teacher when its weights are absent."""

@@ -257,3 +257,15 @@ def test_crd_draws_advance_each_step_and_resume_from_the_checkpointed_counter():
     resumed = build_distiller(make_config("crd", crd={"nce_k": 24}), seed=1)  # other initial weights
     resumed.load_state_dict(model.state_dict())
     assert torch.equal(resumed.methods[0].sample_contrast(index), second)
+
+
+@pytest.mark.slow  # inductor's C++ compile: ~30 s on 2 cores (bench/gpu_check.py checks the same on CUDA)
+def test_draws_are_the_same_compiled():
+    """The 64-bit wrapping arithmetic survives inductor: its constant folding computes with unbounded
+    integers, which a large constant multiplied inside the graph would overflow."""
+    from pipeline.methods.draws import random_below
+
+    def draw(counter, high):
+        return random_below(high, (4, 1000), 7, 3, counter)
+    high = torch.tensor([[37], [1000], [2**40], [3]])
+    assert torch.equal(torch.compile(draw, backend="inductor")(torch.tensor(5), high), draw(torch.tensor(5), high))
