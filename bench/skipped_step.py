@@ -9,10 +9,10 @@ For each method, run A trains one epoch of `train.steps_per_epoch` steps through
                   poisoned by the forward on that process, or on every process where rows are gathered);
   step INF_STEP:  a finite loss, but +inf in one element of the student classifier's weight gradient
                   (hooked before DDP's all-reduce, which carries it to every process).
-Run B trains the same epoch with those two steps left out (their batches drawn, no step taken).
-Compared BITWISE on every process: the whole state (every parameter and buffer of the student, the
-teacher and the methods, every optimizer state tensor and the lr) just before and just after each
-faulty step of A, and at the end of A and of B. Also recorded: which buffers the faulty step's forward
+Run B trains the same epoch with those two steps left out (their batches drawn, no step taken, the lr
+schedule advanced as the step count is). Compared BITWISE on every process: the whole state (every
+parameter and buffer of the student, the teacher and the methods, every optimizer state tensor; and the
+lr at the end) just before and just after each faulty step of A, and at the end of A and of B. Also recorded: which buffers the faulty step's forward
 had changed before they were put back (so a restore that does nothing cannot pass). Each process writes
 OUT/rank<r>.json; `check_skipped_steps` returns the same record in-process (tests, bench/gpu_check.py).
 """
@@ -90,7 +90,8 @@ def run(cfg, faulty: bool) -> dict:
         if k not in (NAN_STEP, INF_STEP):
             previous["terms"] = step(batch)
             return previous["terms"]
-        if not faulty:  # run B: the step never happens (the loop still counts it)
+        if not faulty:  # run B: the step never happens; the loop counts it and the schedule follows the count
+            trainer.scheduler.step_update(k)
             return previous.get("terms") or {"none": torch.zeros((), device=batch["images"].device)}
         record[f"before_{k}"] = full_state(trainer)
         if k == NAN_STEP and last:
@@ -99,7 +100,10 @@ def run(cfg, faulty: bool) -> dict:
         with inf_gradient(trainer, on=k == INF_STEP and last):
             previous["terms"] = step(batch)
         after = full_state(trainer)
-        record[f"after_{k}"] = differing(record.pop(f"before_{k}"), after)
+        before = record.pop(f"before_{k}")
+        for state in (before, after):  # the lr follows the step count, which a skipped step advances too
+            state.pop("optimizer.lr")
+        record[f"after_{k}"] = differing(before, after)
         record[f"nonfinite_after_{k}"] = sorted(n for n, t in after.items()
                                                 if t.is_floating_point() and not torch.isfinite(t).all())
         return previous["terms"]

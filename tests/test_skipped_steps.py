@@ -26,7 +26,8 @@ MOVED = {"kd": ["student.model.bn1.running_mean"], "icd+kd": ["student.model.bn1
 def flags(tmp_path, teacher) -> list[str]:
     return tiny_run_args(tmp_path / "runs", teacher, **{
         "data.per_class": 6, "data.val_per_class": 1, "data.image_size": 16, "data.val_resize": 16,
-        "train.batch_size": 4, "train.steps_per_epoch": STEPS, "train.log_every": 3, "crd.nce_k": 64})
+        "train.batch_size": 4, "train.steps_per_epoch": STEPS, "train.log_every": 3, "crd.nce_k": 64,
+        "train.sched": "cosine"})  # the lr changes every step: run B must follow the step count too
 
 
 @pytest.fixture(scope="module")
