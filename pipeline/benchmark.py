@@ -31,6 +31,7 @@ import torch
 from accelerate import PartialState
 from torch.utils.flop_counter import FlopCounterMode
 
+from pipeline.batch import plan_batch
 from pipeline.config import Config
 from pipeline.data import build_loaders
 from pipeline.errors import BadInputError
@@ -261,11 +262,12 @@ def benchmark_loader(cfg: Config, args: argparse.Namespace) -> dict:
 
     views = max(METHODS[n].views for n in parse_method(cfg.method))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train, _ = build_loaders(cfg.data, batch_size=cfg.train.batch_size, views=views, seed=cfg.train.seed,
+    batch = plan_batch(cfg.train, processes=1).per_process  # one process, as the step benchmark
+    train, _ = build_loaders(cfg.data, batch_size=batch, views=views, seed=cfg.train.seed,
                              rank=0, world=1, device=device)
     total = args.benchmark_warmup + args.benchmark_steps
     if len(train) < total:
-        raise ValueError(f"--benchmark loader: the train loader has {len(train)} batches of {cfg.train.batch_size}, "
+        raise ValueError(f"--benchmark loader: the train loader has {len(train)} batches of {batch}, "
                          f"fewer than {total} (--benchmark-warmup + --benchmark-steps): lower them")
     train.set_epoch(0)
     batches, waits = iter(train), []
@@ -279,10 +281,10 @@ def benchmark_loader(cfg: Config, args: argparse.Namespace) -> dict:
         waits.append(time.perf_counter() - wait)
     elapsed = time.perf_counter() - start
     del batches
-    return {"images_per_s": cfg.train.batch_size * args.benchmark_steps / elapsed,
+    return {"images_per_s": batch * args.benchmark_steps / elapsed,
             "step_ms": 1e3 * elapsed / args.benchmark_steps, "flops_per_image": None,
             "time_split_ms": {"data_wait": 1e3 * sum(waits[args.benchmark_warmup:]) / args.benchmark_steps},
-            "peak_memory_mb": peak_memory_mb(device), "batch_size": cfg.train.batch_size, "views": views,
+            "peak_memory_mb": peak_memory_mb(device), "batch_size": batch, "views": views,
             "device": str(device), "backend": cfg.data.backend}
 
 

@@ -1,6 +1,7 @@
 """bench/gpu_check.py on a machine without CUDA: it runs what can run (DALI's CPU decoder on the generated
 datasets and the 20 real JPEGs), lists every skipped check by name with the reason, writes both reports and
 exits 0; and its DDP worker (bench/gpu_check_ddp.py) runs in one CPU process."""
+import argparse
 import json
 
 import pytest
@@ -50,3 +51,41 @@ def test_ddp_worker_in_one_cpu_process():
         assert r["graph_breaks"] == 0 and r["steady_ms"] > 0
     assert record["mapping"]["device"] == "cpu" and record["mapping"]["parameters"] == ["cpu"]
     assert record["mapping"]["batch"] == "cpu" and record["mapping"]["rank"] == 0
+
+
+def fake_ddp_launch(monkeypatch, records, gpus):
+    """The verdicts of the GPU-only checks, fed the records an 8-GPU launch would write."""
+    monkeypatch.setattr(gpu_check, "gpu_count", lambda: gpus)
+    monkeypatch.setitem(gpu_check._ddp, "records", records)
+    return argparse.Namespace(quick=False, out="unused", ddp_timeout=1)
+
+
+def rank_record(rank, host="node1", local=None, **spec):
+    local = rank if local is None else local
+    device = f"cuda:{local}"
+    good = {"spec": "kd", "warmup_s": 30.0, "steady_ms": 12.0, "graph_breaks": 0, "finite": True,
+            "skipped_step_changed": [], "skipped": True}
+    return {"specs": {"kd": {**good, **spec}},
+            "mapping": {"host": host, "rank": rank, "local_rank": local, "env_local_rank": str(local), "device": device,
+                        "current_cuda_device": local, "parameters": [device], "batch": device}}
+
+
+def test_ddp_step_and_device_mapping_verdicts(monkeypatch):
+    args = fake_ddp_launch(monkeypatch, [rank_record(r) for r in range(8)], gpus=8)
+    assert gpu_check.check_ddp_step("kd", args)["status"] == "pass"
+    assert gpu_check.check_device_mapping(args)["status"] == "pass"
+    bad = {"a buffer changed by the skipped step": {"skipped_step_changed": ["distiller.z"]},
+           "not skipped": {"skipped": False}, "a NaN loss": {"finite": False},
+           "a sync": {"error": "RuntimeError: called a synchronizing CUDA operation"}}
+    for what, spec in bad.items():
+        records = [rank_record(r, **(spec if r == 5 else {})) for r in range(8)]
+        result = gpu_check.check_ddp_step("kd", fake_ddp_launch(monkeypatch, records, gpus=8))
+        assert result["status"] == "fail" and "rank 5" in result["detail"], what
+    two_on_one = [rank_record(r, local=r if r != 3 else 2) for r in range(8)]  # ranks 2 and 3 both on cuda:2
+    two_on_one[3]["mapping"]["local_rank"] = 3  # its LOCAL_RANK says 3, its device says 2
+    result = gpu_check.check_device_mapping(fake_ddp_launch(monkeypatch, two_on_one, gpus=8))
+    assert result["status"] == "fail" and "rank 3" in result["detail"] and "share a GPU" in result["detail"]
+    result = gpu_check.check_device_mapping(fake_ddp_launch(monkeypatch, [rank_record(r) for r in range(7)], gpus=8))
+    assert result["status"] == "fail" and "7 rank records for 8 GPUs" in result["detail"]
+    two_nodes = [rank_record(r, host=f"node{r // 4}", local=r % 4) for r in range(8)]  # 2 nodes x 4 GPUs
+    assert gpu_check.check_device_mapping(fake_ddp_launch(monkeypatch, two_nodes, gpus=8))["status"] == "pass"
