@@ -177,5 +177,5 @@ class CRD(Method):
     def score_sum(e: torch.Tensor, keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum, count) of the scores that enter the loss: positives and kept negatives."""
         if keep is None:
-            return e.sum(), torch.tensor(e.numel(), dtype=e.dtype, device=e.device)
+            return e.sum(), e.new_full((), e.numel())  # a fill on the device (torch.tensor would copy from the host)
         return e[:, 0].sum() + torch.where(keep, e[:, 1:], 0.0).sum(), (keep.sum() + e.shape[0]).to(e.dtype)
