@@ -11,7 +11,7 @@ import json
 import pytest
 
 from bench.skipped_step import INF_STEP, NAN_STEP, check_skipped_steps
-from tests.conftest import accelerate_launch, tiny_run_args
+from tests.conftest import accelerate_launch, made_once, tiny_run_args
 
 METHODS = ["kd", "icd+kd", "dccd", "crd+kd", "slkd"]
 STEPS = 6
@@ -30,16 +30,19 @@ def flags(tmp_path, teacher) -> list[str]:
         "train.sched": "cosine"})  # the lr changes every step: run B must follow the step count too
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def one_process(tmp_path_factory, tiny_teacher, demo_root) -> list[dict]:
-    return [check_skipped_steps(flags(tmp_path_factory.mktemp("skip1"), tiny_teacher), METHODS)]
+    def make(folder):
+        (folder / "rank0.json").write_text(json.dumps(check_skipped_steps(flags(folder, tiny_teacher), METHODS)))
+    return [json.loads((made_once(tmp_path_factory, "skipped_steps_1", make) / "rank0.json").read_text())]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_processes(tmp_path_factory, tiny_teacher, demo_root) -> list[dict]:
-    tmp = tmp_path_factory.mktemp("skip2")
-    accelerate_launch(["bench/skipped_step.py", str(tmp / "records"), "--", *flags(tmp, tiny_teacher)])
-    return [json.loads((tmp / "records" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    def make(folder):
+        accelerate_launch(["bench/skipped_step.py", str(folder / "records"), "--", *flags(folder, tiny_teacher)])
+    folder = made_once(tmp_path_factory, "skipped_steps_2", make)
+    return [json.loads((folder / "records" / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
 @pytest.mark.parametrize("processes", ["one_process", "two_processes"])

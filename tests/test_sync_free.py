@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pipeline.config import parse_args
 from pipeline.trainer import Trainer
-from tests.conftest import REPO, accelerate_launch, tiny_run_args
+from tests.conftest import REPO, accelerate_launch, made_once, tiny_run_args
 
 HOST_READS = ("item", "__bool__", "__float__", "__int__", "tolist")
 WATCHED = ("pipeline/trainer.py", "pipeline/nonfinite.py", "pipeline/stopping.py", "pipeline/methods/", "kernels/")
@@ -114,13 +114,14 @@ def test_host_read_detector_catches_the_old_per_step_check(tmp_path, tiny_teache
     assert {c[0] for c in calls if c[1] == "__bool__"} == {0, 1, 2}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_process_nan_run(tmp_path_factory, tiny_teacher, demo_root):
-    out = tmp_path_factory.mktemp("sync_free")
-    args = tiny_run_args(out / "runs", tiny_teacher, **{
-        "method": "kd+test_nan_rank1", "train.batch_size": 8, "train.steps_per_epoch": 7, "train.epochs": 1,
-        "train.log_every": 3, "train.skip_nonfinite": True})
-    accelerate_launch(["tests/helpers/sync_probe.py", str(out / "probe")] + args)
+    def make(out):
+        args = tiny_run_args(out / "runs", tiny_teacher, **{
+            "method": "kd+test_nan_rank1", "train.batch_size": 8, "train.steps_per_epoch": 7, "train.epochs": 1,
+            "train.log_every": 3, "train.skip_nonfinite": True})
+        accelerate_launch(["tests/helpers/sync_probe.py", str(out / "probe")] + args)
+    out = made_once(tmp_path_factory, "sync_free", make)  # one launch per session, whichever worker asks first
     return [torch.load(out / "probe" / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
 
 
