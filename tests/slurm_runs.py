@@ -216,15 +216,15 @@ def metrics(run_dir: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
-_reference: dict = {}
-
-
 def reference_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, Path]:
-    """The uninterrupted run (two fake nodes x 1 process, via the sbatch script), made once per session."""
-    if "run" not in _reference:
-        tmp = tmp_path_factory.mktemp("reference")
+    """The uninterrupted run (two fake nodes x 1 process, via the sbatch script), made once per session
+    whichever xdist worker asks first (tests/conftest.made_once)."""
+    from tests.conftest import made_once
+
+    def make(tmp):
         log = tmp / "job.log"
         proc = start_sbatch(tmp, tiny_args(tmp / "runs"), log)
-        code = wait_exit(proc, log, timeout=240)
-        _reference["run"] = (tmp / "runs" / "tiny", subprocess.CompletedProcess(proc.args, code), tmp)
-    return _reference["run"]
+        (tmp / "exit_code").write_text(str(wait_exit(proc, log, timeout=240)))
+    tmp = made_once(tmp_path_factory, "slurm_reference", make)
+    code = int((tmp / "exit_code").read_text())
+    return tmp / "runs" / "tiny", subprocess.CompletedProcess(["sbatch", str(SBATCH)], code), tmp
