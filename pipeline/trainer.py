@@ -22,7 +22,6 @@ from pathlib import Path
 
 import timm.utils
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, set_seed
 from torch.utils.tensorboard import SummaryWriter
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from pipeline import checkpoint
 from pipeline.batch import BatchPlan, describe, plan_batch, small_batch_warning
-from pipeline.config import Config, to_dict
+from pipeline.config import Config, to_yaml
 from pipeline.data import build_loaders
 from pipeline.device import use_cpu
 from pipeline.distiller import Distiller
@@ -111,7 +110,7 @@ class Trainer:
         run_dir = Path(t.output_dir) / name
         if self.accelerator.is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+            (run_dir / "config.yaml").write_text(to_yaml(self.cfg))
         return run_dir
 
     def create_batch_plan(self) -> BatchPlan:

@@ -63,18 +63,25 @@ def cfg_with(**dotted) -> Config:
 
 
 def test_baseline_key_depends_on_what_decides_the_result_only():
-    base = baseline_key(cfg_with())
+    base = baseline_key(cfg_with(), 1)
     same = {"train.output_dir": "elsewhere", "train.name": "x", "train.log_every": 7, "train.eval_every": 3,
             "train.keep_checkpoints": 9, "train.checkpoint_every": 5, "train.dist_timeout_s": 60,
             "train.skip_nonfinite": True, "train.baseline": True, "data.workers": 1, "method": "icd+kd",
             "kd.temperature": 2.0, "teacher.arch": "resnet18"}
     assert set(IGNORED_TRAIN_KEYS) == {k.split(".")[1] for k in same if k.startswith("train.")}
     for key, value in same.items():
-        assert baseline_key(cfg_with(**{key: value})) == base, key
+        assert baseline_key(cfg_with(**{key: value}), 1) == base, key
     different = {"train.seed": 1, "train.lr": 0.2, "train.epochs": 3, "train.ce_weight": 0.5, "data.per_class": 5,
                  "data.image_size": 200, "student.arch": "resnet18", "train.sched": "cosine"}
-    keys_seen = {baseline_key(cfg_with(**{k: v})) for k, v in different.items()}
+    keys_seen = {baseline_key(cfg_with(**{k: v}), 1) for k, v in different.items()}
     assert base not in keys_seen and len(keys_seen) == len(different)
+    # The batch enters as what the processes get: per process and global, however the config says it.
+    per_process = cfg_with(**{"train.batch_size": 32})
+    assert baseline_key(per_process, 1) == baseline_key(cfg_with(**{"train.global_batch_size": 32}), 1)
+    assert baseline_key(per_process, 2) != baseline_key(per_process, 1)  # global 64, not 32
+    assert baseline_key(per_process, 2) == baseline_key(cfg_with(**{"train.global_batch_size": 64}), 2)
+    assert baseline_key(cfg_with(**{"train.global_batch_size": 64}), 2) != baseline_key(
+        cfg_with(**{"train.global_batch_size": 64}), 1)  # 32 per process, not 64
 
 
 def test_baseline_config_and_cache_path():
@@ -83,7 +90,7 @@ def test_baseline_config_and_cache_path():
     assert alone.method == "none" and alone.train.baseline is False
     assert cfg.method == "icd+kd" and cfg.train.baseline is True  # the caller's config untouched
     path = baseline_cache_path(cfg)
-    assert path == Path("/w/teachers") / f"student-alone-resnet10t-{baseline_key(cfg)}.json"
+    assert path == Path("/w/teachers") / f"student-alone-resnet10t-{baseline_key(cfg, 1)}.json"
     no_teacher = apply(Config(), nest({"teacher.checkpoint": "", "train.output_dir": "/r"}), "t")
     assert baseline_cache_path(no_teacher).parent == Path("/r")
 
