@@ -1,5 +1,5 @@
-"""What building a DALI pipeline costs: the cost the file readers no longer pay every epoch and every
-evaluation (their pipelines are built once per run), and webdataset's train pipeline still pays per epoch.
+"""What building a DALI pipeline costs: the cost no loader pays per epoch or per evaluation (every
+format's pipelines are built once per run), only once at start-up.
 
     .venv/bin/python bench/dali_build.py [--rounds 5] [--threads 4]
 

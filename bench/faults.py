@@ -317,7 +317,7 @@ def main():
     epochs = a.epochs or max(2, math.ceil(a.faults * (every + 1) / spe))
     teacher = tiny_teacher(a.work / "teacher" / "resnet10t.safetensors")
     overrides = {"method": a.method, "data.backend": a.backend, "data.per_class": 16, "data.val_per_class": 3,
-                 "train.batch_size": 16, "train.steps_per_epoch": spe, "train.epochs": epochs,
+                 "train.global_batch_size": 16, "train.steps_per_epoch": spe, "train.epochs": epochs,
                  "train.checkpoint_every": every, "train.keep_checkpoints": 3, "train.dist_timeout_s": 30,
                  "teacher.arch": "resnet10t", "teacher.checkpoint": str(teacher), "teacher.train_if_missing": False}
     t0, load0 = time.time(), load_average()

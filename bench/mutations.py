@@ -15,6 +15,7 @@ result, each with the reason; they are checked for staleness but excluded from t
     .venv/bin/python bench/mutations.py --jobs 2    # two scratch copies in parallel
     .venv/bin/python bench/mutations.py --only icd_bwd_alpha_hardcoded --only kd_grad_scale_hardcoded_T
     .venv/bin/python bench/mutations.py --list
+    .venv/bin/python bench/mutations.py --auto [--module GLOB ...] [--jobs 2]   # automatic mutants: bench/mutation_auto.py
 """
 from __future__ import annotations
 
@@ -207,12 +208,12 @@ MUTANTS = [
            (TERMS + "test_slkd_detach_decides_whether_the_student_loss_trains_the_sl_teachers",),
            "SLKD: slkd.detach inverted"),
     Mutant("crd_momentum_swapped", "pipeline/methods/crd.py",
-           "mixed = bank[index] * self.momentum + v * (1 - self.momentum)",
-           "mixed = bank[index] * (1 - self.momentum) + v * self.momentum",
+           "F.normalize(rows * self.momentum + v * (1 - self.momentum), dim=1)",
+           "F.normalize(rows * (1 - self.momentum) + v * self.momentum, dim=1)",
            (CRD + "test_bank_update_rule_worked_by_hand",), "CRD memory: momentum weighs the new embedding"),
     Mutant("crd_bank_not_normalised", "pipeline/methods/crd.py",
-           "bank.index_copy_(0, index, F.normalize(mixed, dim=1))",
-           "bank.index_copy_(0, index, mixed)",
+           "bank.index_copy_(0, index, F.normalize(rows * self.momentum + v * (1 - self.momentum), dim=1))",
+           "bank.index_copy_(0, index, rows * self.momentum + v * (1 - self.momentum))",
            (CRD + "test_bank_update_rule_worked_by_hand",), "CRD memory: updated rows not re-normalised"),
     Mutant("crd_nce_counts_positive_as_noise", "pipeline/methods/crd.py",
            "m_pn = (p.shape[1] - 1) / num_data  # K * Pn",
@@ -227,13 +228,13 @@ MUTANTS = [
            'terms["ce"] = F.cross_entropy(logits.float(), labels)',
            (TERMS + "test_kd_and_ce_average_over_both_views",), "Distiller: train.ce_weight not applied"),
     # ---- trainer
-    Mutant("lr_scaled_by_per_process_batch", "pipeline/trainer.py",
-           "self.base_lr = t.lr * t.batch_size / 256",
-           "self.base_lr = t.lr * self.batch_per_process / 256",
+    Mutant("lr_scaled_by_per_process_batch", "pipeline/batch.py",
+           "train.lr * global_batch / 256,",
+           "train.lr * per_process / 256,",
            (ARITH + "test_optimizer_lr_per_256_images_and_weight_decay_groups",), "lr scaled by the per-process batch"),
-    Mutant("lr_not_scaled", "pipeline/trainer.py",
-           "self.base_lr = t.lr * t.batch_size / 256",
-           "self.base_lr = t.lr",
+    Mutant("lr_not_scaled", "pipeline/batch.py",
+           "train.lr * global_batch / 256,",
+           "train.lr,",
            (ARITH + "test_optimizer_lr_per_256_images_and_weight_decay_groups",), "lr not scaled per 256 images"),
     Mutant("eval_counts_padding_top1", "pipeline/metrics.py",
            "out = torch.stack([(hit[:, 0] & valid).sum(),",
@@ -261,22 +262,22 @@ MUTANTS = [
            "        self.optimizer.zero_grad(set_to_none=True)\n        self.optimizer.step()",
            (ARITH + "test_a_training_step_applies_one_sgd_update_with_the_scaled_lr",),
            "train_step: gradients zeroed before the optimizer steps"),
-    Mutant("resume_restarts_epoch", "pipeline/trainer.py",
-           'self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]',
-           'self.epoch, self.step_in_epoch = state["epoch"], 0',
+    Mutant("resume_restarts_epoch", "pipeline/run_checkpoints.py",
+           'progress = {k: state[k] for k in PROGRESS}',
+           'progress = {**{k: state[k] for k in PROGRESS}, "step_in_epoch": 0}',
            (ARITH + "test_resume_restores_the_newest_loadable_checkpoint",), "resume: replays the epoch from its first step"),
-    Mutant("resume_no_fallback", "pipeline/trainer.py",
+    Mutant("resume_no_fallback", "pipeline/run_checkpoints.py",
            'if resume != "auto" or path == candidates[-1]:',
            "if True:",
            (ARITH + "test_resume_restores_the_newest_loadable_checkpoint",), "resume auto: no fallback to an older checkpoint"),
-    Mutant("resume_forgets_last_saved", "pipeline/trainer.py",
-           "self.last_saved = (self.global_step, self.epoch, self.step_in_epoch)\n        log.info(\"resumed",
-           "self.last_saved = None\n        log.info(\"resumed",
+    Mutant("resume_forgets_last_saved", "pipeline/run_checkpoints.py",
+           'self.last_saved = (progress["global_step"], progress["epoch"], progress["step_in_epoch"])\n        log.info(',
+           "self.last_saved = None\n        log.info(",
            (ARITH + "test_resume_restores_the_newest_loadable_checkpoint",),
            "resume: forgets which state is already on disk (re-saves it at once)"),
     Mutant("save_epoch_done_same_epoch", "pipeline/trainer.py",
-           "state.update(epoch=self.epoch + 1, step_in_epoch=0)",
-           "state.update(step_in_epoch=0)",
+           "(self.epoch + 1, 0) if epoch_done",
+           "(self.epoch, 0) if epoch_done",
            (ARITH + "test_save_at_the_end_of_an_epoch_points_to_the_next_epoch",),
            "save at the end of an epoch: resume would repeat the epoch"),
     # ---- data plans
@@ -300,14 +301,14 @@ MUTANTS = [
            "valid = idx < num_samples",
            "valid = idx <= num_samples",
            (SHARD + "test_val_plan_worked_by_hand",), "val plan marks one padded row valid"),
-    Mutant("torch_loader_ignores_epoch", "pipeline/data/torch_loader.py",
-           "idx = train_indices(n, self.batch_size, self.rank, self.world, self.seed, self.epoch)",
-           "idx = train_indices(n, self.batch_size, self.rank, self.world, self.seed, 0)",
+    Mutant("torch_loader_ignores_epoch", "pipeline/data/planned.py",
+           "                                  self.seed, self.epoch)",
+           "                                  self.seed, 0)",
            (SHARD + "test_torch_loader_train_epochs_cover_every_sample_once_across_ranks",),
            "torchvision loader: the same order every epoch"),
     Mutant("torch_loader_resume_replays", "pipeline/data/torch_loader.py",
-           "return idx[self.start_step:self.max_steps], None",
-           "return idx[:self.max_steps], None",
+           "index = self.loader.epoch_plan()[0][self.loader.start_step:]",
+           "index = self.loader.epoch_plan()[0]",
            (SHARD + "test_torch_loader_train_epochs_cover_every_sample_once_across_ranks",),
            "torchvision loader: a resumed epoch starts from its first step again"),
     # ---- checkpoints
@@ -316,8 +317,8 @@ MUTANTS = [
            "return all((path / name).exists() for name in sizes)",
            (CKPT + "test_is_complete_rejects_every_damage",), "is_complete: truncated files pass"),
     Mutant("prune_keeps_oldest", "pipeline/checkpoint.py",
-           "for path in complete[:-keep] if keep > 0 else []:",
-           "for path in complete[keep:] if keep > 0 else []:",
+           "doomed = complete[:-keep] if keep > 0 else []",
+           "doomed = complete[keep:] if keep > 0 else []",
            (CKPT + "test_newest_complete_first_and_pruning_keeps_the_last_k_complete",), "prune keeps the oldest K"),
     Mutant("debris_counted_as_checkpoint", "pipeline/checkpoint.py",
            'return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))',
@@ -343,9 +344,9 @@ MUTANTS = [
            "return num_samples // (world * batch_size)",
            (), "train_steps as one floor division",
            equivalent="floor(floor(n / w) / b) == floor(n / (w * b)) for positive integers: same value always"),
-    Mutant("no_decay_list_dropped", "pipeline/trainer.py",
-           "groups = timm.optim.param_groups_weight_decay(self.model, t.weight_decay, no_weight_decay_list=no_decay)",
-           "groups = timm.optim.param_groups_weight_decay(self.model, t.weight_decay)",
+    Mutant("no_decay_list_dropped", "pipeline/optim.py",
+           "groups = timm.optim.param_groups_weight_decay(model, train.weight_decay, no_weight_decay_list=no_decay)",
+           "groups = timm.optim.param_groups_weight_decay(model, train.weight_decay)",
            (), "methods' no_weight_decay() names not passed to timm",
            equivalent="Method.no_weight_decay returns parameters with ndim <= 1 only, which timm's "
                       "param_groups_weight_decay already keeps out of weight decay"),
@@ -404,6 +405,13 @@ def run_mutant(m: Mutant, root: Path, timeout: int) -> dict:
 
 
 def main():
+    # Automatic mutants (cosmic-ray operators, coverage-guided): bench/mutation_auto.py takes the flags
+    # "--auto", "--module", "--jobs", "--budget", "--list", "--add-coverage", "--fresh-coverage", "--exclude-tests",
+    # "--rerun" and "--write".
+    if "--auto" in sys.argv[1:]:
+        import mutation_auto
+
+        return mutation_auto.main([a for a in sys.argv[1:] if a != "--auto"])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", default=[], help="run only this mutant (repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="mutants run in parallel, each in its own scratch copy")

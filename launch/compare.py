@@ -34,6 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import plot  # noqa: E402
 from imagenet import train_missing_teacher  # noqa: E402
+from pipeline.batch import plan_batch  # noqa: E402
 from pipeline.checkpoint import write_text_atomically  # noqa: E402
 from pipeline.config import ConfigError, parse_args  # noqa: E402
 from pipeline.methods import METHODS, parse_method  # noqa: E402
@@ -113,7 +114,7 @@ def markdown(rows: list[dict], teacher: tuple[float, float] | None, cfg, seeds: 
              "|---|---|---|---|---|---|---|"]
     if teacher:
         lines.append(f"| teacher ({cfg.teacher.arch}) | - | {teacher[0]:.2f} | {teacher[1]:.2f} | - | - | - |")
-    batch = cfg.train.batch_size
+    batch = plan_batch(cfg.train, processes=1).global_batch  # compare runs every run in this one process
     for r in rows:
         name = "none (student alone)" if r["method"] == "none" else r["method"]
         extra = "".join(f"; {k[:-5]} {v:.2f}" for k, v in r["extra"].items())

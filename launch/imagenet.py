@@ -17,6 +17,7 @@ from pipeline.config import parse_args  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from pipeline.device import use_cpu  # noqa: E402
 from pipeline.methods import METHODS, parse_method  # noqa: E402
+from pipeline.preflight import check_inputs  # noqa: E402
 from pipeline.trainer import Trainer, process_group_kwargs  # noqa: E402
 from pipeline.baseline import print_what_distillation_buys, student_alone  # noqa: E402
 
@@ -32,7 +33,8 @@ def train_missing_teacher(cfg):
     teacher_cfg.train.epochs = cfg.teacher.train_epochs or cfg.train.epochs
     if cfg.teacher.train_per_class >= 0:  # the teacher may see more of the photos than the student
         teacher_cfg.data.per_class = cfg.teacher.train_per_class
-    teacher_cfg.train.batch_size = cfg.teacher.train_batch_size or cfg.train.batch_size
+    if cfg.teacher.train_batch_size:  # per process, like train.batch_size
+        teacher_cfg.train.batch_size, teacher_cfg.train.global_batch_size = cfg.teacher.train_batch_size, 0
     teacher_cfg.train.baseline = False
     # Named after the cache file: a run folder left by another teacher setting must not be resumed as this one.
     teacher_cfg.train.name = f"teacher-{Path(cfg.teacher.checkpoint).stem}"
@@ -58,7 +60,10 @@ def main(argv=None):
     try:
         run(*parse_args(argv))
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        # One write of the whole line: under PYTHONUNBUFFERED print() writes the text and the newline
+        # separately, and two processes failing at once then garble each other's lines.
+        sys.stderr.write(f"error: {e}\n")
+        sys.stderr.flush()
         sys.exit(2)
 
 
@@ -72,12 +77,13 @@ def run(cfg, args):
     if args.benchmark:  # --benchmark step|loader: measure, do not train (pipeline/benchmark.py)
         return run_benchmark(cfg, args)
     needs_teacher = any(METHODS[n].needs_teacher for n in names)
+    check_inputs(cfg, needs_teacher, state.num_processes, args.resume)  # before anything trains for minutes
     if needs_teacher and cfg.teacher.train_if_missing and not Path(cfg.teacher.checkpoint).is_file():
         if not train_missing_teacher(cfg):
             return  # stopped by a signal, checkpoint written: exit 0, the requeued job resumes the teacher
     # A run stopped by SIGUSR1/SIGTERM returns after its checkpoint and exits 0 too (a non-zero worker exit
     # would make the torchrun agent report a crash); requeueing is the Slurm batch script's decision.
-    alone = student_alone(cfg) if cfg.train.baseline and needs_teacher else None  # what distillation buys
+    alone = student_alone(cfg, state.num_processes) if cfg.train.baseline and needs_teacher else None  # what distillation buys
     if alone is not None and alone.get("stopped"):
         return  # as above: the requeued job resumes the student-alone run
     summary = Trainer(cfg, resume=args.resume).fit()

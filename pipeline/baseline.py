@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from pipeline.batch import plan_batch
 from pipeline.checkpoint import write_text_atomically
 from pipeline.config import Config, to_dict
 
@@ -30,31 +31,35 @@ def baseline_config(cfg: Config) -> Config:
     return alone
 
 
-def baseline_key(cfg: Config) -> str:
+def baseline_key(cfg: Config, processes: int) -> str:
+    """The batch keys enter as the batch they give on `processes` processes: per process (BatchNorm's
+    statistics) and global (the lr and the steps)."""
     d = to_dict(cfg)
-    train = {k: v for k, v in d["train"].items() if k not in IGNORED_TRAIN_KEYS}
+    train = {k: v for k, v in d["train"].items() if k not in IGNORED_TRAIN_KEYS + ("batch_size", "global_batch_size")}
+    plan = plan_batch(cfg.train, processes)
+    train["batch"] = [plan.per_process, plan.global_batch]
     data = {k: v for k, v in d["data"].items() if k != "workers"}
     text = json.dumps({"student": d["student"], "data": data, "train": train}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def baseline_cache_path(cfg: Config) -> Path:
+def baseline_cache_path(cfg: Config, processes: int = 1) -> Path:
     folder = Path(cfg.teacher.checkpoint).parent if cfg.teacher.checkpoint else Path(cfg.train.output_dir)
-    return folder / f"student-alone-{cfg.student.arch}-{baseline_key(cfg)}.json"
+    return folder / f"student-alone-{cfg.student.arch}-{baseline_key(cfg, processes)}.json"
 
 
-def student_alone(cfg: Config) -> dict:
+def student_alone(cfg: Config, processes: int = 1) -> dict:
     """The cached SUMMARY of the student trained alone, training it first when missing (collective: every
     process calls it). Returns {"stopped": True} when a signal stopped that run (its checkpoint is kept)."""
     from pipeline.trainer import Trainer  # the trainer imports this package's neighbours; import late
 
-    path = baseline_cache_path(cfg)
+    path = baseline_cache_path(cfg, processes)
     if path.is_file():
         summary = json.loads(path.read_text())
         log.info("student alone (--method none): cached result %s (top-1 %.2f)", path, summary["student_top1"])
         return summary
     alone = baseline_config(cfg)
-    alone.train.name = f"student-alone-{cfg.student.arch}-{baseline_key(cfg)}"
+    alone.train.name = f"student-alone-{cfg.student.arch}-{baseline_key(cfg, processes)}"
     log.warning("student-alone result %s is missing: training the student alone (%s, --method none) once first",
                 path, cfg.student.arch)
     trainer = Trainer(alone, resume="auto")

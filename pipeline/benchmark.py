@@ -11,6 +11,9 @@ to a compiled step; `other` is the rest, shown as 0 when the parts, timed apart,
 whole step (compilation's fusion, or timing noise on a shared CPU). FLOPs per image: torch.utils.flop_counter
 over one eager step (teacher forward, student and method modules forward and backward; the matmuls and
 convolutions).
+`step --benchmark-batches 32,64,128,256` sweeps the per-process batch instead: images/s, step time and
+peak memory at each (a fresh trainer and compile each), and the smallest batch within 90% of the best
+images/s, where the device saturates. Run it on one process: it measures what one GPU sustains.
 Prints a table and one line `BENCHMARK {json}`.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 from accelerate import PartialState
 from torch.utils.flop_counter import FlopCounterMode
 
+from pipeline.batch import plan_batch
 from pipeline.config import Config
 from pipeline.data import build_loaders
 from pipeline.errors import BadInputError
@@ -85,12 +89,15 @@ class SyntheticLoader:
     def set_epoch(self, epoch: int, start_step: int = 0):
         pass
 
+    def sample_labels(self) -> torch.Tensor:
+        """Every sample's class (CRD's negatives): the classes in turn."""
+        return torch.arange(self.num_samples) % self.num_classes
+
 
 class BenchmarkTrainer(Trainer):
     """The real trainer on synthetic data: no dataset listing, a random teacher when its weights are absent."""
 
     def create_loaders(self):
-        self.batch_per_process = self.cfg.train.batch_size // self.accelerator.num_processes
         demo = not self.cfg.data.root
         num_classes = 10 if demo else 1000  # the demo's Fashion-MNIST, else ImageNet
         num_samples = 10 * self.cfg.data.per_class if demo else IMAGENET_TRAIN_IMAGES
@@ -111,7 +118,7 @@ class BenchmarkTrainer(Trainer):
         return self.place_teacher(freeze(self.create_network(random)))
 
     def synthetic_batch(self) -> dict:
-        b, size, device = self.batch_per_process, self.cfg.data.image_size, self.accelerator.device
+        b, size, device = self.batch_plan.per_process, self.cfg.data.image_size, self.accelerator.device
         generator = torch.Generator(device="cpu").manual_seed(0)
         images = torch.randn(self.views * b, 3, size, size, generator=generator).to(device)
         if device.type == "cuda":
@@ -169,37 +176,85 @@ class BenchmarkTrainer(Trainer):
             sum(terms).backward()
         split["loss_terms"] = timed(losses, steps, device)
 
-        def optimizer():
-            self.record_nonfinite({"loss": logits.detach().float().mean()})
+        def optimizer():  # the non-finite check, the update and the buffers' restore, as train_step has them
+            skipped = self.nonfinite.check({"loss": logits.detach().float().mean()}, 0)
+            self.optimizer.optimizer.found_inf = skipped.float()
             self.optimizer.step()
-        self.nonfinite = None
+            self.restore_if_skipped(skipped)
+        self.nonfinite.forget()
+        self.buffers.take()
         split["optimizer"] = timed(optimizer, steps, device)
         self.optimizer.zero_grad(set_to_none=True)
-        self.nonfinite = None
+        self.nonfinite.forget()
         return {k: 1e3 * v for k, v in split.items()}
+
+
+def time_steps(cfg: Config, args: argparse.Namespace) -> tuple[BenchmarkTrainer, dict, float, float]:
+    """A BenchmarkTrainer, its synthetic batch, and seconds per `Trainer.train_step` and peak memory (MB)
+    over the timed steps after the warm-up ones."""
+    trainer = BenchmarkTrainer(cfg)
+    device = trainer.accelerator.device
+    batch = trainer.synthetic_batch()
+    for _ in range(args.benchmark_warmup):
+        trainer.train_step(batch)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step_s = timed(lambda: trainer.train_step(batch), args.benchmark_steps, device)
+    return trainer, batch, step_s, peak_memory_mb(device)
 
 
 def benchmark_step(cfg: Config, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg.train.output_dir, cfg.train.name = tmp, "benchmark"
-        trainer = BenchmarkTrainer(cfg)
-        device = trainer.accelerator.device
-        batch = trainer.synthetic_batch()
+        trainer, batch, step_s, memory = time_steps(cfg, args)
         flops = trainer.step_flops(batch)
-        for _ in range(args.benchmark_warmup):
-            trainer.train_step(batch)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        step_s = timed(lambda: trainer.train_step(batch), args.benchmark_steps, device)
-        memory = peak_memory_mb(device)
         split = trainer.time_split(batch, max(3, args.benchmark_steps // 3))
         if trainer.writer is not None:
             trainer.writer.close()
     split["other"] = max(0.0, 1e3 * step_s - sum(split.values()))
-    return {"images_per_s": trainer.batch_per_process / step_s, "step_ms": 1e3 * step_s,
-            "flops_per_image": flops / trainer.batch_per_process, "time_split_ms": split, "peak_memory_mb": memory,
-            "batch_size": trainer.batch_per_process, "views": trainer.views, "device": str(device),
-            "precision": trainer.accelerator.mixed_precision, "compiled": trainer.step_fn is not trainer.model}
+    b = trainer.batch_plan.per_process
+    return {"images_per_s": b / step_s, "step_ms": 1e3 * step_s, "flops_per_image": flops / b,
+            "time_split_ms": split, "peak_memory_mb": memory, "batch_size": b, "views": trainer.views,
+            "device": str(trainer.accelerator.device), "precision": trainer.accelerator.mixed_precision,
+            "compiled": trainer.step_fn is not trainer.model}
+
+
+SATURATED = 0.9  # a batch whose images/s reaches this share of the best measured one fills the device
+
+
+def benchmark_sweep(cfg: Config, args: argparse.Namespace) -> dict:
+    """`--benchmark-batches`: the step's images/s at each per-process batch (a fresh trainer and compile
+    per batch, as a run at that batch would have), stopping at the first that does not fit in memory."""
+    rows, about = [], {}
+    for b in args.benchmark_batches:
+        run = cfg.model_copy(deep=True)
+        run.train.batch_size, run.train.global_batch_size = b, 0
+        with tempfile.TemporaryDirectory() as tmp:
+            run.train.output_dir, run.train.name = tmp, "benchmark"
+            try:
+                trainer, _, step_s, memory = time_steps(run, args)
+            except torch.cuda.OutOfMemoryError:
+                rows.append({"batch_size": b, "error": "out of memory"})
+                break
+            finally:
+                torch._dynamo.reset()  # each batch compiles its own static-shape graph
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            if trainer.writer is not None:
+                trainer.writer.close()
+        about = {"views": trainer.views, "device": str(trainer.accelerator.device),
+                 "precision": trainer.accelerator.mixed_precision, "compiled": trainer.step_fn is not trainer.model}
+        ran = trainer.batch_plan.per_process
+        rows.append({"batch_size": ran, "images_per_s": ran / step_s, "step_ms": 1e3 * step_s,
+                     "peak_memory_mb": memory})
+        del trainer
+    return {"sweep": rows, "saturates_at": saturated_batch(rows), **about}
+
+
+def saturated_batch(rows: list[dict]) -> int | None:
+    """The smallest batch whose images/s reaches SATURATED x the best measured (None: none measured)."""
+    best = max((r["images_per_s"] for r in rows if "images_per_s" in r), default=0.0)
+    return next((r["batch_size"] for r in rows if r.get("images_per_s", 0.0) >= SATURATED * best > 0), None)
 
 
 def benchmark_loader(cfg: Config, args: argparse.Namespace) -> dict:
@@ -207,11 +262,12 @@ def benchmark_loader(cfg: Config, args: argparse.Namespace) -> dict:
 
     views = max(METHODS[n].views for n in parse_method(cfg.method))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train, _ = build_loaders(cfg.data, batch_size=cfg.train.batch_size, views=views, seed=cfg.train.seed,
+    batch = plan_batch(cfg.train, processes=1).per_process  # one process, as the step benchmark
+    train, _ = build_loaders(cfg.data, batch_size=batch, views=views, seed=cfg.train.seed,
                              rank=0, world=1, device=device)
     total = args.benchmark_warmup + args.benchmark_steps
     if len(train) < total:
-        raise ValueError(f"--benchmark loader: the train loader has {len(train)} batches of {cfg.train.batch_size}, "
+        raise ValueError(f"--benchmark loader: the train loader has {len(train)} batches of {batch}, "
                          f"fewer than {total} (--benchmark-warmup + --benchmark-steps): lower them")
     train.set_epoch(0)
     batches, waits = iter(train), []
@@ -225,21 +281,35 @@ def benchmark_loader(cfg: Config, args: argparse.Namespace) -> dict:
         waits.append(time.perf_counter() - wait)
     elapsed = time.perf_counter() - start
     del batches
-    return {"images_per_s": cfg.train.batch_size * args.benchmark_steps / elapsed,
+    return {"images_per_s": batch * args.benchmark_steps / elapsed,
             "step_ms": 1e3 * elapsed / args.benchmark_steps, "flops_per_image": None,
             "time_split_ms": {"data_wait": 1e3 * sum(waits[args.benchmark_warmup:]) / args.benchmark_steps},
-            "peak_memory_mb": peak_memory_mb(device), "batch_size": cfg.train.batch_size, "views": views,
+            "peak_memory_mb": peak_memory_mb(device), "batch_size": batch, "views": views,
             "device": str(device), "backend": cfg.data.backend}
 
 
 def run_benchmark(cfg: Config, args: argparse.Namespace) -> dict:
     print_fn = print if PartialState().is_main_process else (lambda *a: None)
+    head = {"mode": args.benchmark, "method": cfg.method, "teacher": cfg.teacher.arch, "student": cfg.student.arch,
+            "image_size": cfg.data.image_size}
+    if args.benchmark == "step" and getattr(args, "benchmark_batches", None):
+        result = {**head, **benchmark_sweep(cfg, args)}
+        print_fn(f"benchmark step, per-process batch sweep: {cfg.method}, {cfg.teacher.arch} -> {cfg.student.arch}, "
+                 f"{cfg.data.image_size} px on {result.get('device', '?')}")
+        print_fn("| batch per process | images/s | step ms | peak memory MB |")
+        for r in result["sweep"]:
+            print_fn(f"| {r['batch_size']:>17} | " + (f"{r['images_per_s']:>8.1f} | {r['step_ms']:>7.2f} | "
+                                                       f"{r['peak_memory_mb']:>14.0f} |" if "error" not in r
+                                                       else f"{r['error']} |"))
+        if result["saturates_at"] is not None:
+            print_fn(f"batch {result['saturates_at']} per process reaches {SATURATED:.0%} of the best images/s "
+                     "measured: a larger one buys little speed (it may still be wanted for the recipe)")
+        print_fn("BENCHMARK " + json.dumps(result))
+        return result
     result = (benchmark_step if args.benchmark == "step" else benchmark_loader)(cfg, args)
     flops = result["flops_per_image"]
     tflops = flops * result["images_per_s"] / 1e12 if flops else None
-    result = {"mode": args.benchmark, "method": cfg.method, "teacher": cfg.teacher.arch, "student": cfg.student.arch,
-              "image_size": cfg.data.image_size, **result, "tflops": tflops,
-              "peak_tflops": args.peak_tflops or None,
+    result = {**head, **result, "tflops": tflops, "peak_tflops": args.peak_tflops or None,
               "peak_fraction": tflops / args.peak_tflops if tflops and args.peak_tflops else None}
     rows = [("images/s", f"{result['images_per_s']:.1f}"), ("step ms", f"{result['step_ms']:.2f}")]
     rows += [(f"  {k} ms", f"{v:.2f}") for k, v in result["time_split_ms"].items()]
@@ -253,4 +323,3 @@ def run_benchmark(cfg: Config, args: argparse.Namespace) -> dict:
     print_fn("\n".join(f"| {k:<30} | {v:>12} |" for k, v in rows))
     print_fn("BENCHMARK " + json.dumps(result))
     return result
-

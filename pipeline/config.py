@@ -8,6 +8,7 @@ the command line) and `launch/imagenet.py --help`. Unknown keys are errors. Defa
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
 import typing
 from pathlib import Path
@@ -69,7 +70,7 @@ class ModelConfig(Section):
     train_per_class: int = Field(
         -1, ge=-1, description="teacher only: data.per_class of that teacher run (-1 = data.per_class, 0 = all)")
     train_batch_size: int = Field(
-        0, ge=0, description="teacher only: train.batch_size of that teacher run (0 = train.batch_size)")
+        0, ge=0, description="teacher only: train.batch_size (per process) of that teacher run (0 = the student's)")
     cache: str = Field(
         "", description="teacher only: a teacher-output cache folder (launch/cache_teacher.py writes it; a run reads "
                         "the teacher's outputs from it instead of running the teacher); '' = off")
@@ -91,6 +92,8 @@ class DataConfig(Section):
     image_size: int = Field(224, ge=1, description="train crop and val centre crop, pixels")
     val_resize: int = Field(256, ge=1, description="val: shorter side resized to this before the crop (>= image_size)")
     min_area: float = Field(0.08, gt=0, le=1, description="random-resized-crop area range [min_area, 1]")
+    aug_seed: int = Field(
+        -1, ge=-1, description="seed of the replayed views (crop windows, flips; pipeline/data/views.py); -1 = train.seed")
     workers: int = Field(4, ge=0, description="loader worker processes / DALI threads per process")
     mean: RGBMean = Field([0.485, 0.456, 0.406], description="loader normalisation mean, on 0..1 pixels")
     std: RGBStd = Field([0.229, 0.224, 0.225], description="loader normalisation std, on 0..1 pixels")
@@ -103,8 +106,11 @@ class DataConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = Field(100, ge=1, description="training epochs")
-    batch_size: int = Field(256, ge=1, description="global batch (images): split evenly over processes")
-    lr: float = Field(0.1, gt=0, description="learning rate per 256 images (scaled by batch_size / 256)")
+    batch_size: int = Field(256, ge=1, description="images per process per step (global batch: this x processes)")
+    global_batch_size: int = Field(
+        0, ge=0, description="> 0: the global batch, split evenly over processes (train.batch_size is then not used); "
+                             "0: batch_size x processes")
+    lr: float = Field(0.1, gt=0, description="learning rate per 256 images of the global batch (x global batch / 256)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(1e-4, ge=0, description="not on biases, norm layers or method scalars")
     sched: Literal["step", "cosine"] = Field("step", description="learning-rate schedule, stepped per update")
@@ -116,6 +122,9 @@ class TrainConfig(Section):
     min_lr: float = Field(0.0, ge=0, description="cosine schedule: final learning rate")
     ce_weight: float = Field(1.0, ge=0, description="gamma: weight of the student's cross-entropy")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    tf32: bool = Field(
+        False, description="CUDA: TF32 tensor cores for float32 matmuls and convolutions (faster, ~1e-3 relative error; "
+                           "false keeps the float32 paths, e.g. CRD's exp(s / 0.07), exact)")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile (auto: on where CUDA is present)")
     compile_backend: str = Field("inductor", min_length=1, description="torch.compile backend")
     seed: int = Field(0, ge=0, description="initial weights, sample order and augmentation")
@@ -151,7 +160,9 @@ class ICDConfig(Section):
     init_log_scale: float = Field(1.0, description="tau: initial log scale")
     init_bias: float = Field(0.0, description="b: initial bias")
     max_scale: float = Field(10.0, gt=0, description="upper bound of the learnable scale")
-    negatives: Literal["local", "global"] = Field("local", description="local (official: this process's batch) | global (all processes' batch)")
+    negatives: Literal["local", "global"] = Field(
+        "local", description="in-batch negatives: local (official: this process's batch) | global (gathered from "
+                             "every process: the global batch)")
 
 
 class CCDConfig(Section):
@@ -197,8 +208,9 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation, schedule, runs")
     kd: KDConfig = Field(default_factory=KDConfig, description="Hinton KD")
     dkd: DKDConfig = Field(default_factory=DKDConfig, description="difference KD between two views")
-    icd: ICDConfig = Field(default_factory=ICDConfig, description="ICD")
-    ccd: CCDConfig = Field(default_factory=CCDConfig, description="CCD")
+    icd: ICDConfig = Field(default_factory=ICDConfig, description="ICD; in-batch: see icd.negatives")
+    ccd: CCDConfig = Field(default_factory=CCDConfig,
+                           description="CCD; in-batch: correlations over this process's batch, not gathered")
     slkd: SLKDConfig = Field(default_factory=SLKDConfig, description="SLKD")
     crd: CRDConfig = Field(default_factory=CRDConfig, description="CRD")
 
@@ -321,6 +333,30 @@ def to_dict(cfg: Config) -> dict:
     return cfg.model_dump()
 
 
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string this module's YAML 1.2 reader would read as something else: PyYAML writes
+    YAML 1.1, which leaves `1e5` bare (no float in 1.1), and reading it back would make a run name a number."""
+
+
+def _represent_str(dumper, text: str):
+    plain = dumper.represent_scalar("tag:yaml.org,2002:str", text)
+    try:
+        ours = yaml.load(yaml.serialize(plain, Dumper=yaml.SafeDumper), Loader=_Loader)
+    except yaml.YAMLError:
+        ours = None
+    if ours != text:
+        plain.style = "'"
+    return plain
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML that `load_yaml` reads back to the same config (a run's config.yaml)."""
+    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False)
+
+
 def nest(dotted: dict[str, object]) -> dict:
     out: dict = {}
     for key, value in dotted.items():
@@ -372,6 +408,16 @@ def _type_text(annotation, metadata=()) -> str:
     return annotation.__name__.upper() + (f"({','.join(bounds)})" if bounds else "")
 
 
+def _batch_list(text: str) -> list[int]:
+    try:
+        batches = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f"must be positive integers separated by commas, got {text!r}")
+    return batches
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         usage="%(prog)s [-h] [--config YAML] [--resume auto|PATH] [--section.key VALUE ...]",
@@ -387,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the device's peak (e.g. 989 for H100 bf16 dense): report the achieved fraction")
     bench.add_argument("--benchmark-steps", type=int, default=30, help="timed steady-state steps")
     bench.add_argument("--benchmark-warmup", type=int, default=5, help="untimed steps first (compile, autotune)")
+    bench.add_argument("--benchmark-batches", type=_batch_list, default=None, metavar="B1,B2,...",
+                       help="step: sweep these per-process batches (e.g. 32,64,128,256) and print images/s at each")
     defaults = Config()
     groups = {}
     for key, (section, info) in keys().items():
@@ -409,9 +457,23 @@ def _keeps_text(annotation) -> bool:
     return annotation is str or typing.get_origin(annotation) is Literal
 
 
+def unknown_argument(word: str, parser: argparse.ArgumentParser) -> str:
+    """One line for an argument the parser does not know, naming the nearest flag (a typo such as --train.lrr)."""
+    if not word.startswith("-"):
+        return f"command line: unexpected argument {word!r} (every setting is a flag: --section.key VALUE)"
+    flag = word.split("=", 1)[0]
+    known = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    near = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]}?" if near else "launch/imagenet.py --help lists every flag"
+    return f"command line: unknown flag {flag} ({hint})"
+
+
 def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     """Defaults <- YAML recipe <- command-line flags, validated after each layer (errors name the layer)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        raise ConfigError(unknown_argument(extra[0], parser))
     cfg = apply(Config(), load_yaml(args.config), source=str(args.config))
     overrides = {}
     for key, (_, info) in keys().items():

@@ -54,11 +54,31 @@ def _clean_state_dict(state: dict) -> dict:
     prefixes = ("module.", "_orig_mod.", "model.")
     out = {}
     for k, v in state.items():
-        for p in prefixes:
-            while k.startswith(p):
-                k = k[len(p):]
+        while k.startswith(prefixes):  # in any order: torch.compile(DDP(m)) saves '_orig_mod.module.'
+            k = k[len(next(p for p in prefixes if k.startswith(p))):]
         out[k] = v
     return out
+
+
+def read_state_dict(path: Path) -> dict:
+    """A .safetensors file or a torch state dict; anything else (a damaged file, an HTML page saved by a
+    failed download, a pickle that is not weights) is one error naming the file."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (safetensors, pickle, zip and torch each raise their own kind)
+        text = str(e).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]  # torch's core
+        reason = " ".join(text.split()) or type(e).__name__
+        kind = "a .safetensors file" if path.suffix == ".safetensors" else "a torch state dict (torch.save)"
+        raise BadInputError(f"{path} ({path.stat().st_size} bytes) cannot be read as {kind}: {reason[:200]}; "
+                            "is it damaged or not a checkpoint?") from None
+    if not isinstance(state, dict):
+        raise BadInputError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -66,14 +86,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"checkpoint not found: {path} (check teacher.checkpoint / student.checkpoint)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise BadInputError(f"{path}: expected a state dict, found {type(state).__name__}")
+    state = read_state_dict(path)
     state = _clean_state_dict(state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -119,6 +132,15 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
+
+
+def export_network(model: nn.Module, path: str | Path, image_size: int, val_resize: int) -> None:
+    """`*.safetensors`: the bare timm weights (`timm.create_model(arch, num_classes=...)` loads them);
+    otherwise a timm-native folder (`timm.create_model("local-dir:PATH", pretrained=True)`). Atomic."""
+    if Path(path).suffix == ".safetensors":
+        save_weights(model, path)
+    else:
+        save_timm_folder(model, path, image_size, val_resize)
 
 
 def save_timm_folder(model: nn.Module, out_dir: str | Path, image_size: int, val_resize: int) -> None:

@@ -1,4 +1,6 @@
-"""Shared fixtures: the demo data, a tiny teacher checkpoint, and a 2-process `accelerate launch` runner."""
+"""Shared fixtures: the demo data, a tiny teacher checkpoint, a 2-process `accelerate launch` runner, and
+`made_once` for an expensive run that several xdist workers' tests read."""
+import fcntl
 import os
 
 # Before anything imports triton: @triton.jit (triton's own tl.* helpers included) picks compiled or
@@ -67,3 +69,19 @@ def accelerate_launch(script_args, processes=2, timeout=600, env=None):
     if proc.returncode != 0:
         raise AssertionError(f"launch failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """A folder `make(folder)` filled once per test session, whichever xdist worker asks first (the others
+    wait on a file lock, then read it). xdist's `xdist_group` cannot do this here: under pytest 9 its group
+    suffix no longer reaches the test ids, so a group's tests are spread over the workers."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # shared by the session's workers
+    folder = root / f"made-once-{name}"
+    with open(root / f"made-once-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "DONE").is_file():
+            folder.mkdir(exist_ok=True)
+            make(folder)
+            (folder / "DONE").write_text("")
+    return folder

@@ -28,7 +28,8 @@ JOB_ID = "4242"
 STEPS_PER_EPOCH = 6
 EPOCHS = 2
 
-# srun: start the command once per "node" (each in its own session, like a task on another machine) with
+# srun: record its options, the compile-thread bound and the command (FAKE_SRUN_DRY: and stop there); start the
+# command once per "node" (each in its own session, like a task on another machine) with
 # that node's SLURM_* variables; forward the signals real srun forwards to the task; a TERM sent to srun
 # itself becomes SIGKILL of the tasks, as in real srun ("forcing job termination"); with
 # --kill-on-bad-exit=1, a task exiting non-zero gets every other task killed with all its processes.
@@ -39,6 +40,11 @@ args = sys.argv[1:]
 options = []
 while args and args[0].startswith("-"):  # srun options (the script uses the --opt=value form)
     options.append(args.pop(0))
+with open(os.environ["FAKE_SLURM_LOG"], "a") as f:  # what the tests check of the step's start
+    f.write(f"srun options={{' '.join(options)}} compile_threads={{os.environ.get('TORCHINDUCTOR_COMPILE_THREADS')}} "
+            f"args={{args!r}}\\n")
+if os.environ.get("FAKE_SRUN_DRY"):  # record only: start nothing
+    sys.exit(0)
 procs = []
 for node in range(int(os.environ["SLURM_JOB_NUM_NODES"])):
     env = dict(os.environ, SLURM_NODEID=str(node), SLURM_PROCID=str(node), SLURM_LOCALID="0")
@@ -95,9 +101,10 @@ def free_port() -> int:
 
 
 def tiny_args(output_dir: Path, name: str = "tiny", **overrides) -> list[str]:
-    """A 2-epoch run of 6 steps per epoch on the demo data, mid-epoch checkpoints every 2 steps."""
+    """A 2-epoch run of 6 steps per epoch on the demo data, mid-epoch checkpoints every 2 steps; a global batch
+    of 8 on 1 or 2 processes (in-process and launched runs see the same samples per step)."""
     values = {"method": "none", "student.arch": "resnet10t", "data.backend": "torch", "data.workers": 0,
-              "data.per_class": 8, "data.val_per_class": 4, "train.batch_size": 8,
+              "data.per_class": 8, "data.val_per_class": 4, "train.global_batch_size": 8,
               "train.steps_per_epoch": STEPS_PER_EPOCH, "train.epochs": EPOCHS, "train.checkpoint_every": 2,
               "train.keep_checkpoints": 3, "train.log_every": 1, "train.eval_every": 1,
               "train.output_dir": str(output_dir),
@@ -121,7 +128,7 @@ def fake_slurm_env(tmp: Path, nodes: int = 2) -> dict:
         (bin_dir / name).chmod(0o755)
     return dict(base_env(), PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_SLURM_LOG=str(tmp / "slurm.log"),
                 SLURM_JOB_ID=JOB_ID, SLURM_JOB_NUM_NODES=str(nodes), SLURM_JOB_NODELIST="node[1-2]",
-                SLURM_SUBMIT_DIR=str(REPO), GPUS_PER_NODE="1", MASTER_PORT=str(free_port()),
+                SLURM_SUBMIT_DIR=str(REPO), GPUS_PER_NODE="1", SLURM_CPUS_PER_TASK="2", MASTER_PORT=str(free_port()),
                 ACCELERATE=str(VENV_BIN / "accelerate"), STOP_TIMEOUT="60")
 
 
@@ -209,15 +216,15 @@ def metrics(run_dir: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
-_reference: dict = {}
-
-
 def reference_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, Path]:
-    """The uninterrupted run (two fake nodes x 1 process, via the sbatch script), made once per session."""
-    if "run" not in _reference:
-        tmp = tmp_path_factory.mktemp("reference")
+    """The uninterrupted run (two fake nodes x 1 process, via the sbatch script), made once per session
+    whichever xdist worker asks first (tests/conftest.made_once)."""
+    from tests.conftest import made_once
+
+    def make(tmp):
         log = tmp / "job.log"
         proc = start_sbatch(tmp, tiny_args(tmp / "runs"), log)
-        code = wait_exit(proc, log, timeout=240)
-        _reference["run"] = (tmp / "runs" / "tiny", subprocess.CompletedProcess(proc.args, code), tmp)
-    return _reference["run"]
+        (tmp / "exit_code").write_text(str(wait_exit(proc, log, timeout=240)))
+    tmp = made_once(tmp_path_factory, "slurm_reference", make)
+    code = int((tmp / "exit_code").read_text())
+    return tmp / "runs" / "tiny", subprocess.CompletedProcess(["sbatch", str(SBATCH)], code), tmp

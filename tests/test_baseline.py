@@ -62,3 +62,15 @@ def test_demo_prints_teacher_alone_and_distilled(tmp_path, tiny_teacher, monkeyp
     monkeypatch.setattr(pipeline.trainer, "Trainer", lambda cfg, **kw: pytest.fail("the baseline was retrained"))
     imagenet.main(argv + ["--train.name", "again"])
     assert built == ["kd"]
+
+
+def test_cache_key_follows_the_batch_the_processes_get(tmp_path):
+    """The key holds the batch per process (BatchNorm) and the global batch (lr, steps) the run will have."""
+    base = parse_args(tiny_run_args(tmp_path, tmp_path / "t.safetensors", **{"train.batch_size": 16}))[0]
+    one, two = baseline_cache_path(base, processes=1), baseline_cache_path(base, processes=2)
+    assert one != two  # 16 per process: a global 16 or 32
+    fixed = parse_args(tiny_run_args(tmp_path, tmp_path / "t.safetensors", **{"train.global_batch_size": 32}))[0]
+    other = parse_args(tiny_run_args(tmp_path, tmp_path / "t.safetensors", **{"train.global_batch_size": 32,
+                                                                             "train.batch_size": 7}))[0]
+    assert baseline_cache_path(fixed, 2) == baseline_cache_path(other, 2) == two  # batch_size unused; 16 x 2 = 32
+    assert baseline_cache_path(fixed, 1) != baseline_cache_path(fixed, 2)  # 32 in one process, 16 in each of two

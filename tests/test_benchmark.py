@@ -110,3 +110,36 @@ def test_teacher_weights_of_another_arch_give_a_random_teacher_of_the_benchmarke
     cfg.train.output_dir = str(tmp_path)
     trainer = BenchmarkTrainer(cfg)
     assert trainer.teacher.feature_dim == timm.create_model("resnet18", num_classes=10).num_features
+
+
+def test_benchmark_step_sweeps_the_per_process_batch(tmp_path, capsys):
+    args = bench_args("step")
+    args.benchmark_batches = [2, 4]
+    result = run_benchmark(tiny_cfg(tmp_path), args)
+    assert printed_result(capsys) == json.loads(json.dumps(result))
+    rows = result["sweep"]
+    assert [r["batch_size"] for r in rows] == [2, 4]
+    for r in rows:  # images/s counts the batch's samples per step
+        assert math.isfinite(r["images_per_s"]) and r["images_per_s"] > 0 and r["peak_memory_mb"] > 0
+        assert r["images_per_s"] == pytest.approx(r["batch_size"] / (r["step_ms"] / 1e3), rel=1e-9)
+    best = max(r["images_per_s"] for r in rows)
+    saturated = [r["batch_size"] for r in rows if r["images_per_s"] >= 0.9 * best]
+    assert result["saturates_at"] == saturated[0]
+
+
+def test_saturation_is_the_smallest_batch_within_90_percent_of_the_best():
+    from pipeline.benchmark import saturated_batch
+
+    rows = [{"batch_size": 32, "images_per_s": 100.0}, {"batch_size": 64, "images_per_s": 185.0},
+            {"batch_size": 128, "images_per_s": 200.0}, {"batch_size": 256, "images_per_s": 205.0}]
+    assert saturated_batch(rows) == 64  # 185 >= 0.9 x 205 = 184.5 > 100
+    assert saturated_batch(rows[:1] + [{"batch_size": 64, "error": "out of memory"}]) == 32
+    assert saturated_batch([{"batch_size": 32, "error": "out of memory"}]) is None
+
+
+def test_benchmark_batches_flag_parses_and_rejects_bad_lists():
+    _, args = parse_args(["--benchmark", "step", "--benchmark-batches", "32,64,128,256"])
+    assert args.benchmark_batches == [32, 64, 128, 256]
+    for bad in ("32,x", "0,8", ""):
+        with pytest.raises(SystemExit):
+            parse_args(["--benchmark-batches", bad])

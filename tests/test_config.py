@@ -74,7 +74,8 @@ def test_help_lists_every_key_with_type_default_and_description():
         assert f"--{key} " in text, key
         assert info.description and len(info.description.splitlines()) == 1, key
     flat = " ".join(text.split())
-    assert "--train.lr FLOAT(>0) learning rate per 256 images (scaled by batch_size / 256) [default: 0.1]" in flat
+    assert ("--train.lr FLOAT(>0) learning rate per 256 images of the global batch (x global batch / 256) "
+            "[default: 0.1]") in flat
     assert "--data.backend {dali,torch,auto}" in flat and "--train.epochs INT(>=1)" in flat
     assert re.search(r"^train \(", text, re.M) and re.search(r"^ccd \(", text, re.M)  # grouped by section
     assert len(keys()) > 70 and "method" in keys() and "ccd.theta" in keys()
@@ -175,6 +176,55 @@ def test_missing_and_mismatched_checkpoints(capsys, tiny, tmp_path):
     assert "no-such-checkpoint: not a complete checkpoint" in line
 
 
+def test_damaged_or_non_checkpoint_teacher_file_is_one_line_naming_it(capsys, tiny, tmp_path):
+    for name, content in (("html.safetensors", b"<html>404 Not Found</html>"), ("empty.safetensors", b""),
+                          ("half.pth", b"PK\x03\x04" + bytes(range(200)))):
+        path = tmp_path / name
+        path.write_bytes(content)
+        line = user_error(capsys, tiny(**{"teacher.checkpoint": str(path)}))
+        assert line.startswith(f"error: {path} ({len(content)} bytes) cannot be read as ")
+        assert "is it damaged or not a checkpoint?" in line
+
+
+def test_unknown_flag_names_the_nearest_key(capsys):
+    assert user_error(capsys, ["--train.lrr", "0.1"]) == "error: command line: unknown flag --train.lrr (did you mean --train.lr?)"
+    assert "unknown flag --kd.temprature (did you mean --kd.temperature?)" in user_error(capsys, ["--kd.temprature", "2"])
+    assert "unknown flag --xyz (launch/imagenet.py --help lists every flag)" in user_error(capsys, ["--xyz", "1"])
+    assert "unexpected argument 'kd'" in user_error(capsys, ["kd"])
+
+
+@pytest.fixture
+def nothing_trains(monkeypatch):
+    """Any Trainer built (the teacher's, the student alone's, the distillation's) fails the test."""
+    import pipeline.trainer
+
+    def refuse(*args, **kwargs):
+        pytest.fail("a Trainer was built before the bad input was found")
+    monkeypatch.setattr(pipeline.trainer.Trainer, "__init__", refuse)
+
+
+def test_every_input_is_checked_before_anything_trains(capsys, tiny, tmp_path, nothing_trains):
+    """The demo's order: train a missing teacher, then the student alone (train.baseline), then distil; each of
+    these inputs used to fail only when the distillation was built, minutes later."""
+    baseline = {"train.baseline": "true", "train.epochs": 1}
+    other = tmp_path / "r18.safetensors"
+    save_file(timm.create_model("resnet18", num_classes=10).state_dict(), str(other))
+    line = user_error(capsys, tiny(**baseline, **{"teacher.checkpoint": str(other)}))  # resnet10t teacher
+    assert re.search(r"r18\.safetensors does not match ResNet: .*(missing|unexpected|shape)", line)
+    line = user_error(capsys, tiny(**baseline, **{"data.root": str(tmp_path / "nowhere"), "data.per_class": 0}))
+    assert f"dataset folder not found: {tmp_path / 'nowhere' / 'train'}" in line
+    line = user_error(capsys, tiny(**baseline) + ["--resume", str(tmp_path / "no-such-checkpoint")])
+    assert "no-such-checkpoint: not a complete checkpoint" in line
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "a-file" / "teacher.safetensors"  # its folder cannot be made: a file is in the way
+    line = user_error(capsys, tiny(**baseline, **{"teacher.checkpoint": str(cache), "teacher.train_if_missing": "true"}))
+    assert f"the folder of teacher.checkpoint (where the trained teacher is cached) {cache.parent} cannot be written" in line
+    line = user_error(capsys, tiny(**baseline, **{"train.output_dir": str(tmp_path / "a-file" / "runs")}))
+    assert f"train.output_dir {tmp_path / 'a-file' / 'runs'} cannot be written" in line
+    line = user_error(capsys, tiny(**baseline, **{"teacher.checkpoint": "", "teacher.train_if_missing": "false"}))
+    assert "the method needs a teacher: set teacher.checkpoint" in line
+
+
 def test_real_labels_on_non_imagenet_names(capsys, tiny, tmp_path):
     (tmp_path / "real.json").write_text(json.dumps([[0]]))
     line = user_error(capsys, tiny(**{"data.real_labels": str(tmp_path / "real.json")}))
@@ -194,13 +244,13 @@ def test_batch_not_divisible_by_processes_under_accelerate(tmp_path, tiny_teache
     (its own summary) and exits non-zero."""
     cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_machines", "1", "--num_processes", "2",
            "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no", "launch/imagenet.py",
-           *tiny_run_args(tmp_path / "runs", tiny_teacher, **{"train.batch_size": 15})]
+           *tiny_run_args(tmp_path / "runs", tiny_teacher, **{"train.global_batch_size": 15})]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert 1 <= len(errors) <= 2  # the agent may stop the second worker before it prints
-    assert set(errors) == {"error: train.batch_size 15 is not divisible by 2 processes: use a multiple of 2"}
+    assert set(errors) == {"error: train.global_batch_size 15 is not divisible by 2 processes: use a multiple of 2"}
     assert "exitcode  : 2" in proc.stderr  # the agent's report names the worker's status
     # no worker traceback: the only one is the agent's own report (ChildFailedError)
     assert proc.stderr.count("Traceback (most recent call last)") == proc.stderr.count("ChildFailedError:") <= 1

@@ -6,24 +6,28 @@ import pytest
 import torch
 
 from pipeline import checkpoint
-from tests.conftest import accelerate_launch, tiny_run_args
+from tests.conftest import accelerate_launch, made_once, tiny_run_args
 
 pytestmark = pytest.mark.timeout(900)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_process_run(tmp_path_factory, tiny_teacher, demo_root):
-    """2 processes, 2 epochs of 5 steps of KD, then a resumed launch for a third epoch."""
-    out = tmp_path_factory.mktemp("ddp")
-    args = tiny_run_args(out / "runs", tiny_teacher, **{"method": "kd", "train.lr": 0.4, "data.per_class": 32,
-                                                        "train.batch_size": 32, "train.steps_per_epoch": 5})
-    first = accelerate_launch(["tests/helpers/ddp_probe.py", str(out / "first")] + args)
-    run_dir = out / "runs" / "run"
-    saved = [checkpoint.read_trainer_state(p) for p in checkpoint.list_checkpoints(run_dir)]
-    resumed = accelerate_launch(["tests/helpers/ddp_probe.py", str(out / "resumed")] + args
-                                + ["--resume", "auto", "--train.epochs", "3"])
-    return {"out": out, "run_dir": run_dir, "saved": saved, "first_log": first.stdout + first.stderr,
-            "resumed_log": resumed.stdout + resumed.stderr,
+    """2 processes of 16 images per step (global 32), 2 epochs of 5 steps of KD, then a resumed launch for a
+    third epoch (made once per session: tests/conftest.made_once)."""
+    def make(out):
+        args = tiny_run_args(out / "runs", tiny_teacher, **{"method": "kd", "train.lr": 0.4, "data.per_class": 32,
+                                                            "train.batch_size": 16, "train.steps_per_epoch": 5})
+        first = accelerate_launch(["tests/helpers/ddp_probe.py", str(out / "first")] + args)
+        saved = [checkpoint.read_trainer_state(p) for p in checkpoint.list_checkpoints(out / "runs" / "run")]
+        resumed = accelerate_launch(["tests/helpers/ddp_probe.py", str(out / "resumed")] + args
+                                    + ["--resume", "auto", "--train.epochs", "3"])
+        (out / "saved.json").write_text(json.dumps(saved))
+        (out / "first.log").write_text(first.stdout + first.stderr)
+        (out / "resumed.log").write_text(resumed.stdout + resumed.stderr)
+    out = made_once(tmp_path_factory, "ddp", make)
+    return {"out": out, "run_dir": out / "runs" / "run", "saved": json.loads((out / "saved.json").read_text()),
+            "first_log": (out / "first.log").read_text(), "resumed_log": (out / "resumed.log").read_text(),
             "first": [torch.load(out / "first" / f"rank{r}.pt", weights_only=False) for r in (0, 1)],
             "resumed": [torch.load(out / "resumed" / f"rank{r}.pt", weights_only=False) for r in (0, 1)]}
 
@@ -38,6 +42,7 @@ def test_two_processes_see_different_data_but_share_gradients(two_process_run):
     assert (rank0["world"], rank1["world"]) == (2, 2), "not one 2-process job (two independent runs?)"
     assert {rank0["rank"], rank1["rank"]} == {0, 1}
     assert not set(rank0["first_index"].tolist()) & set(rank1["first_index"].tolist()), "ranks read the same samples"
+    assert rank0["first_index"].shape == rank1["first_index"].shape == (16,)  # train.batch_size is per process
     # Different batches on each rank yet identical weights after 10 optimizer steps: only possible when
     # every step applies the same all-reduced gradient.
     for name, w0 in rank0["weights"].items():

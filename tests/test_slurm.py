@@ -2,6 +2,7 @@
 c10d rendezvous on 127.0.0.1), with srun and scontrol replaced by stand-ins (see slurm_runs.py)."""
 from __future__ import annotations
 
+import ast
 import re
 import signal
 import subprocess
@@ -11,8 +12,8 @@ import psutil
 import pytest
 
 from tests.slurm_runs import (EPOCHS, JOB_ID, SBATCH, STEPS_PER_EPOCH, assert_same_weights, checkpoints,
-                              has_checkpoint_after, kill_tree, metrics, reference_run, start_sbatch,
-                              student_weights, tail, tiny_args, wait_exit, wait_for)
+                              fake_slurm_env, has_checkpoint_after, kill_tree, metrics, reference_run, start,
+                              start_sbatch, student_weights, tail, tiny_args, wait_exit, wait_for)
 
 
 def directive(name: str) -> str:
@@ -29,6 +30,38 @@ def test_script_is_valid_bash_and_its_stop_timeout_fits_in_the_signal_lead_time(
     assert stop_timeout < int(lead)
 
 
+def srun_record(tmp_path, **env) -> tuple[list[str], str, list[str]]:
+    """Run the script with a recording srun (no training): srun's options, the compile-thread bound its
+    tasks inherit, and the command each node would run."""
+    log = tmp_path / "job.log"
+    job = start_sbatch(tmp_path, ["--train.epochs", "1"], log, FAKE_SRUN_DRY="1", **env)
+    assert wait_exit(job, log, timeout=60) == 0, tail(log)
+    line = next(ln for ln in (tmp_path / "slurm.log").read_text().splitlines() if ln.startswith("srun options="))
+    options, threads, args = re.fullmatch(r"srun options=(.*) compile_threads=(\S+) args=(.*)", line).groups()
+    return options.split(), threads, ast.literal_eval(args)
+
+
+@pytest.mark.parametrize("cpus, gpus, per_rank", [("16", "4", 4), ("64", "8", 8), ("6", "8", 1)])
+def test_srun_gets_the_cpus_per_task_and_each_rank_its_share(tmp_path, cpus, gpus, per_rank):
+    """Slurm >= 22.05 does not pass sbatch's --cpus-per-task on to srun; each rank gets cpus / GPUs (at least
+    1) inductor compile workers and DALI threads / loader workers, the user's own flags still winning."""
+    options, threads, args = srun_record(tmp_path, SLURM_CPUS_PER_TASK=cpus, GPUS_PER_NODE=gpus)
+    assert f"--cpus-per-task={cpus}" in options
+    assert threads == str(per_rank)
+    command = args[2]  # bash -c "<command>" bash <the user's arguments>
+    assert f"launch/imagenet.py --resume auto --data.workers {per_rank} \"$@\"" in command
+    assert args[4:] == ["--train.epochs", "1"]  # after the script's own flags: a user's --data.workers wins
+
+
+def test_without_cpus_per_task_srun_gets_no_such_option(tmp_path):
+    env = {k: v for k, v in fake_slurm_env(tmp_path).items() if k != "SLURM_CPUS_PER_TASK"}
+    log = tmp_path / "job.log"
+    job = start(["bash", str(SBATCH), "--train.epochs", "1"], {**env, "FAKE_SRUN_DRY": "1"}, log)
+    assert wait_exit(job, log, timeout=60) == 0, tail(log)
+    line = next(ln for ln in (tmp_path / "slurm.log").read_text().splitlines() if ln.startswith("srun options="))
+    assert "--cpus-per-task" not in line and "compile_threads=None" not in line
+
+
 @pytest.mark.xdist_group("slurm_reference")  # one worker makes the shared uninterrupted run once
 @pytest.mark.slow
 def test_two_node_launch_trains_to_completion(tmp_path_factory):
@@ -43,6 +76,8 @@ def test_two_node_launch_trains_to_completion(tmp_path_factory):
     assert [m["epoch"] for m in evals] == list(range(1, EPOCHS + 1))
     assert all(m["val_images"] == 40 for m in evals)  # 10 classes x 4, each counted once across nodes
     assert "requeue" not in (tmp / "slurm.log").read_text()
+    assert "--cpus-per-task=2" in (tmp / "slurm.log").read_text()  # fake_slurm_env: 2 CPUs, 1 GPU per node
+    assert "compile_threads=2 " in (tmp / "slurm.log").read_text()
 
 
 @pytest.mark.xdist_group("slurm_reference")  # one worker makes the shared uninterrupted run once

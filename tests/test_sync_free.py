@@ -1,7 +1,7 @@
 """The steady-state step never waits on the host (issue 9; ../shared/design.md "The hot path").
 
 In-process: over steady-state steps no Tensor.item / bool / float / int / tolist is called from the
-trainer, the methods or the kernels. Two processes (gloo): no Python-level collective runs between
+trainer, the methods or the kernels, and no tensor is made from host data (on CUDA, a copy that waits). Two processes (gloo): no Python-level collective runs between
 logging steps (DDP's gradient all-reduce runs in its C++ reducer), and a NaN loss on one rank only is
 skipped on both, leaving weights and momentum untouched and identical on both ranks.
 """
@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from contextlib import contextmanager
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pipeline.config import parse_args
 from pipeline.trainer import Trainer
-from tests.conftest import REPO, accelerate_launch, tiny_run_args
+from tests.conftest import REPO, accelerate_launch, made_once, tiny_run_args
 
 HOST_READS = ("item", "__bool__", "__float__", "__int__", "tolist")
-WATCHED = ("pipeline/trainer.py", "pipeline/methods/", "kernels/")
+WATCHED = ("pipeline/trainer.py", "pipeline/nonfinite.py", "pipeline/stopping.py", "pipeline/methods/", "kernels/")
 
 
 
@@ -64,6 +66,38 @@ def test_steady_state_steps_never_read_a_tensor_on_the_host(tmp_path, tiny_teach
     assert not between, f"host reads between logging steps: {between}"
 
 
+class TensorsFromHostData(TorchDispatchMode):
+    """Records `torch.tensor(...)`-style tensors made from host data (aten.lift_fresh): on CUDA each is a
+    host-to-device copy from pageable memory, which waits for the device."""
+
+    def __init__(self):
+        super().__init__()
+        self.made = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.default):
+            frames = traceback.extract_stack()  # the loader's own tensors (its collate) are not the step's
+            self.made += not any("utils/data" in f.filename or "pipeline/data" in f.filename for f in frames)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("method", ["kd", "icd+kd", "dccd", "crd+kd"])  # slkd adds networks, no per-step tensors
+def test_steps_make_no_tensor_from_host_data(tmp_path, tiny_teacher, demo_root, method):
+    """Every step after the first (which may make its storage once): the skipped-step flag, the buffers'
+    restore and every method's terms are made on the device, with no copy from the host."""
+    cfg, _ = parse_args(tiny_run_args(tmp_path, tiny_teacher, **{
+        "method": method, "train.batch_size": 8, "train.steps_per_epoch": 3, "train.log_every": 1000,
+        "crd.nce_k": 64}))
+    trainer = Trainer(cfg)
+    trainer.train_loader.set_epoch(0)
+    first, *steady = list(trainer.train_loader)
+    trainer.train_step(first)
+    with TensorsFromHostData() as record:
+        for batch in steady:
+            trainer.train_step(batch)
+    assert record.made == 0, f"{record.made} tensors made from host data in 2 steps"
+
+
 def test_host_read_detector_catches_the_old_per_step_check(tmp_path, tiny_teacher, demo_root, monkeypatch):
     """The detector itself: today's per-step `bool(isfinite(...))`, compiled as if it were a line of
     pipeline/trainer.py, is caught on every step."""
@@ -73,20 +107,21 @@ def test_host_read_detector_catches_the_old_per_step_check(tmp_path, tiny_teache
     scope = {}
     exec(compile("def check(terms): return bool(torch.isfinite(sum(terms.values())))",
                  str(REPO / "pipeline" / "trainer.py"), "exec"), {"torch": torch}, scope)
-    record = trainer.record_nonfinite
-    monkeypatch.setattr(trainer, "record_nonfinite", lambda terms: (record(terms), scope["check"](terms)))
+    check = trainer.nonfinite.check
+    monkeypatch.setattr(trainer.nonfinite, "check", lambda terms, step: (scope["check"](terms), check(terms, step))[1])
     with host_reads(trainer) as calls:
         trainer.train_epoch()
     assert {c[0] for c in calls if c[1] == "__bool__"} == {0, 1, 2}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_process_nan_run(tmp_path_factory, tiny_teacher, demo_root):
-    out = tmp_path_factory.mktemp("sync_free")
-    args = tiny_run_args(out / "runs", tiny_teacher, **{
-        "method": "kd+test_nan_rank1", "train.batch_size": 16, "train.steps_per_epoch": 7, "train.epochs": 1,
-        "train.log_every": 3, "train.skip_nonfinite": True})
-    accelerate_launch(["tests/helpers/sync_probe.py", str(out / "probe")] + args)
+    def make(out):
+        args = tiny_run_args(out / "runs", tiny_teacher, **{
+            "method": "kd+test_nan_rank1", "train.batch_size": 8, "train.steps_per_epoch": 7, "train.epochs": 1,
+            "train.log_every": 3, "train.skip_nonfinite": True})
+        accelerate_launch(["tests/helpers/sync_probe.py", str(out / "probe")] + args)
+    out = made_once(tmp_path_factory, "sync_free", make)  # one launch per session, whichever worker asks first
     return [torch.load(out / "probe" / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
 
 

@@ -6,7 +6,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from pipeline.config import parse_args
+from pipeline.config import Config, apply, load_yaml, parse_args
 from pipeline.models import create_network, load_weights
 from pipeline.trainer import Trainer
 from tests.conftest import tiny_run_args
@@ -84,8 +84,12 @@ def test_method_that_needs_a_teacher_without_one_is_an_error(tmp_path, demo_root
 
 
 def test_metrics_file_has_train_and_eval_lines(tmp_path, tiny_teacher, demo_root):
-    trainer = make_trainer(tmp_path, tiny_teacher, method="none", **{"train.epochs": 1, "train.steps_per_epoch": 2})
+    # A run name YAML would read as a number: the run's config.yaml must still give back this config.
+    trainer = make_trainer(tmp_path, tiny_teacher, method="none",
+                           **{"train.epochs": 1, "train.steps_per_epoch": 2, "train.name": "1e5"})
     trainer.fit()
+    assert trainer.run_dir.name == "1e5"
+    assert apply(Config(), load_yaml(trainer.run_dir / "config.yaml"), "config.yaml") == trainer.cfg
     lines = [json.loads(x) for x in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["kind"] for m in lines] == ["train", "train", "eval"]
     assert {"images_per_s", "lr", "loss/ce"} <= set(lines[0])

@@ -21,6 +21,9 @@ from pipeline.distiller import Distiller
 from pipeline.methods import MethodContext
 from pipeline.methods.ccd import CCD
 from pipeline.methods.icd import ICD
+from pipeline.batch import plan_batch
+from pipeline.optim import create_optimizer, create_scheduler
+from pipeline.run_checkpoints import RunCheckpoints
 from pipeline.trainer import Trainer
 
 CLASSES = 10
@@ -161,21 +164,19 @@ NOT_DECAYED = {"student.bn.weight", "student.bn.bias", "student.fc.bias", "metho
                "methods.1.transform.1.weight", "methods.1.transform.1.bias", "methods.1.transform.3.bias"}
 
 
-@pytest.mark.parametrize("lr, batch_size, world, expected_lr", [
-    (0.1, 256, 1, 0.1),
-    (0.1, 512, 2, 0.2),  # lr per 256 images of the GLOBAL batch, whatever the process count
-    (0.2, 96, 4, 0.075),
-    (0.05, 1024, 8, 0.2),
-    (0.1, 64, 1, 0.025),
+@pytest.mark.parametrize("lr, batch, world, expected_lr", [
+    (0.1, {"batch_size": 256}, 1, 0.1),
+    (0.1, {"batch_size": 256}, 2, 0.2),  # 256 per process: a global batch of 512, whatever the process count
+    (0.1, {"global_batch_size": 512, "batch_size": 7}, 2, 0.2),  # the same global batch, batch_size not used
+    (0.2, {"global_batch_size": 96}, 4, 0.075),
+    (0.05, {"batch_size": 128}, 8, 0.2),
+    (0.1, {"batch_size": 64}, 1, 0.025),
 ])
-def test_optimizer_lr_per_256_images_and_weight_decay_groups(lr, batch_size, world, expected_lr):
+def test_optimizer_lr_per_256_images_and_weight_decay_groups(lr, batch, world, expected_lr):
     cfg = Config()
-    apply(cfg, {"method": "icd+ccd", "train": {"lr": lr, "batch_size": batch_size, "weight_decay": 3e-4,
-                                               "momentum": 0.85}}, "test")
+    apply(cfg, {"method": "icd+ccd", "train": {"lr": lr, **batch, "weight_decay": 3e-4, "momentum": 0.85}}, "test")
     model = icd_ccd_distiller(cfg)
-    accelerator = SimpleNamespace(num_processes=world, process_index=0, device=torch.device("cpu"))
-    fake = SimpleNamespace(cfg=cfg, model=model, accelerator=accelerator, batch_per_process=batch_size // world)
-    optimizer = Trainer.create_optimizer(fake)
+    optimizer = create_optimizer(model, cfg.train, plan_batch(cfg.train, world).lr)
     names = {id(p): n for n, p in model.named_parameters()}
     assert set(names.values()) == DECAYED | NOT_DECAYED  # the lists above cover the model
     by_decay: dict[float, list[str]] = {}
@@ -189,8 +190,7 @@ def test_optimizer_lr_per_256_images_and_weight_decay_groups(lr, batch_size, wor
 
     # The schedule starts at that lr (no warmup) and steps it x0.1 at each decay epoch.
     apply(cfg, {"train": {"epochs": 4, "decay_epochs": [2, 3], "decay_rate": 0.1, "warmup_epochs": 0}}, "test")
-    fake.optimizer, fake.steps_per_epoch = optimizer, 5
-    scheduler = Trainer.create_scheduler(fake)
+    scheduler = create_scheduler(optimizer, cfg.train, steps_per_epoch=5)
     assert all(g["lr"] == pytest.approx(expected_lr) for g in optimizer.param_groups)
     scheduler.step_update(2 * 5)
     assert all(g["lr"] == pytest.approx(expected_lr * 0.1) for g in optimizer.param_groups)
@@ -217,65 +217,74 @@ def state_at(step, epoch, in_epoch):
 
 
 def resume_fake(run_dir, failing=()):
+    """RunCheckpoints with its loading replaced: which checkpoints it tries, and what comes back."""
     loaded = []
+    checkpoints = RunCheckpoints(SimpleNamespace(num_processes=1), run_dir, "kd", keep=3, optimizer=None,
+                                 train_loader=None, before_save=None)
 
-    def load_checkpoint(path):
+    def load(path):
         loaded.append(path.name)
         if path.name in failing:
             raise ValueError("damaged")
         return checkpoint.read_trainer_state(path)
-
-    fake = SimpleNamespace(run_dir=run_dir, accelerator=SimpleNamespace(num_processes=1), load_checkpoint=load_checkpoint,
-                           epoch=0, step_in_epoch=0, global_step=0, skipped_steps=0, history=[], last_saved=None)
-    return fake, loaded
+    checkpoints.load = load
+    return checkpoints, loaded
 
 
 def test_resume_restores_the_newest_loadable_checkpoint(tmp_path):
     for step, epoch, in_epoch in ((4, 0, 4), (7, 1, 2), (9, 1, 4)):
         write_checkpoint(tmp_path, state_at(step, epoch, in_epoch))
-    fake, loaded = resume_fake(tmp_path, failing={"step-000000009"})
-    Trainer.resume(fake, "auto")
+    checkpoints, loaded = resume_fake(tmp_path, failing={"step-000000009"})
+    progress = checkpoints.resume("auto")
     assert loaded == ["step-000000009", "step-000000007"]  # newest first, then the one before it
-    assert (fake.epoch, fake.step_in_epoch, fake.global_step, fake.skipped_steps) == (1, 2, 7, 2)
-    assert fake.history == [{"epoch": 1, "student_top1": 10.0}]
-    assert fake.last_saved == (7, 1, 2)
+    assert progress == {"epoch": 1, "step_in_epoch": 2, "global_step": 7, "skipped_steps": 2,
+                        "history": [{"epoch": 1, "student_top1": 10.0}]}
+    assert checkpoints.last_saved == (7, 1, 2)
 
-    fake, loaded = resume_fake(tmp_path)
-    Trainer.resume(fake, str(checkpoint.checkpoint_dir(tmp_path, 4)))  # an explicit path: exactly that one
-    assert loaded == ["step-000000004"] and (fake.epoch, fake.step_in_epoch, fake.global_step) == (0, 4, 4)
+    checkpoints, loaded = resume_fake(tmp_path)
+    progress = checkpoints.resume(str(checkpoint.checkpoint_dir(tmp_path, 4)))  # an explicit path: exactly that one
+    assert loaded == ["step-000000004"]
+    assert (progress["epoch"], progress["step_in_epoch"], progress["global_step"]) == (0, 4, 4)
+
+    trainer = SimpleNamespace(epoch=0, step_in_epoch=0, global_step=0, skipped_steps=0, history=[])
+    Trainer.restore_progress(trainer, progress)  # the trainer continues from exactly that progress
+    assert vars(trainer) == progress
 
 
 def test_resume_auto_without_checkpoints_starts_fresh(tmp_path):
-    fake, loaded = resume_fake(tmp_path)
-    Trainer.resume(fake, "auto")
-    assert loaded == [] and (fake.epoch, fake.global_step, fake.last_saved) == (0, 0, None)
+    checkpoints, loaded = resume_fake(tmp_path)
+    assert checkpoints.resume("auto") is None
+    assert loaded == [] and checkpoints.last_saved is None
+    trainer = SimpleNamespace(epoch=0, step_in_epoch=0, global_step=0, skipped_steps=0, history=[])
+    Trainer.restore_progress(trainer, None)
+    assert (trainer.epoch, trainer.global_step) == (0, 0)
 
 
 def test_save_at_the_end_of_an_epoch_points_to_the_next_epoch(monkeypatch, tmp_path):
-    saved = []
+    saved, synced = [], []
     monkeypatch.setattr(checkpoint, "save_checkpoint", lambda acc, run_dir, state, keep, loader_state=None: saved.append(dict(state)))
-    cfg = Config()
-    apply(cfg, {"method": "icd", "train": {"keep_checkpoints": 2}}, "test")
-    fake = SimpleNamespace(cfg=cfg, accelerator=SimpleNamespace(num_processes=2), run_dir=tmp_path, epoch=3,
-                           step_in_epoch=5, global_step=40, skipped_steps=1, history=[{"epoch": 3}], last_saved=None,
-                           sync_batchnorm_statistics=lambda: None, train_loader=SimpleNamespace())
-    fake.trainer_state = lambda: Trainer.trainer_state(fake)
+    checkpoints = RunCheckpoints(SimpleNamespace(num_processes=2), tmp_path, "icd", keep=2, optimizer=None,
+                                 train_loader=SimpleNamespace(), before_save=lambda: synced.append(1))
+    fake = SimpleNamespace(epoch=3, step_in_epoch=5, global_step=40, skipped_steps=1, history=[{"epoch": 3}],
+                           checkpoints=checkpoints)
+    fake.progress = lambda epoch_done=False: Trainer.progress(fake, epoch_done)
     Trainer.save(fake)  # mid-epoch: this epoch, this step
     fake.global_step, fake.step_in_epoch = 41, 6
     Trainer.save(fake, epoch_done=True)  # the epoch is done: resume at the start of the next one
     Trainer.save(fake, epoch_done=True)  # the same state again: nothing written
     assert [(s["global_step"], s["epoch"], s["step_in_epoch"]) for s in saved] == [(40, 3, 5), (41, 4, 0)]
     assert saved[1]["method"] == "icd" and saved[1]["world_size"] == 2 and saved[1]["skipped_steps"] == 1
-    assert fake.last_saved == (41, 4, 0)
+    assert checkpoints.last_saved == (41, 4, 0)
+    assert len(synced) == 2  # BatchNorm statistics averaged before each write, not before a skipped one
 
 
 def test_resume_auto_with_every_checkpoint_failing_is_an_error(tmp_path):
     for step in (4, 7):
         write_checkpoint(tmp_path, state_at(step, 0, step))
-    fake, loaded = resume_fake(tmp_path, failing={"step-000000004", "step-000000007"})
+    checkpoints, loaded = resume_fake(tmp_path, failing={"step-000000004", "step-000000007"})
     with pytest.raises(RuntimeError, match="no older complete checkpoint"):
-        Trainer.resume(fake, "auto")
-    assert loaded == ["step-000000007", "step-000000004"] and fake.global_step == 0
+        checkpoints.resume("auto")
+    assert loaded == ["step-000000007", "step-000000004"] and checkpoints.last_saved is None
 
 
 # ---- one real training step: the SGD update, written out -------------------------------------------------

@@ -4,9 +4,31 @@ Every loader yields dict batches on the training device:
   images: ((views * B) x 3 x H x W, float32, normalised with data.mean/std) ONE tensor, view-major
           (view 0's B images, then view 1's), channels_last on CUDA
   labels: (B,) int64 class labels
-  index:  (B,) int64 dataset indices (what CRD's memory banks are keyed by)
-  valid:  (B,) bool, validation only: False on padding, which every count must skip
-and has `num_classes`, `num_samples` (dataset size), `len()` (steps per epoch, equal on every rank) and `set_epoch(epoch, start_step)`.
+  index:  (B,) int64 dataset indices (what CRD's memory banks and the teacher cache are keyed by)
+  valid:  (B,) bool, padded plans only (validation, `every_sample`): False on padding, which every count
+          must skip
+  <key>:  ((views * B) x ...) for each key of an attached extras function (below), view-major
+and has `num_classes`, `num_samples` (dataset size), `len()` (steps per epoch, equal on every rank),
+`set_epoch(epoch, start_step)`, `limit_steps(steps)`, `sample_labels()` and `state_dict()` /
+`load_state_dict(state, where)`.
+
+What decides a batch (planned.py): the plan (sharding.py) names the dataset indices of each step, and
+views.py the crop window and flip of each view: a pure function of (data.aug_seed, epoch, index, view)
+with torchvision RandomResizedCrop semantics, drawn on the image size read once from its header
+(sample_table.py). Both backends cut the same windows; `set_epoch(epoch, start_step)` replays any step.
+
+Hooks for the teacher cache and other per-sample data (train loaders of both backends):
+  loader.attach_extras(fn)            fn(epoch: int, index: np.ndarray (B,) int64, views: int)
+                                      -> dict[str, np.ndarray], each (B, views, ...); every batch then
+                                      carries each key as a device tensor (views * B, ...), view-major.
+                                      fn runs where batches are assembled: DALI's external source (the
+                                      arrays are pipeline outputs and reach the GPU with the images) or
+                                      the torchvision workers. Keys are learnt by one call on sample 0.
+                                      `attach_extras(None)` detaches.
+  loader.set_plan("every_sample")     every dataset index once per epoch, rank r reading r, r + world, ...
+                                      (as validation does), padded to whole batches with `valid`; the
+                                      views are the train views of the epoch set by `set_epoch`.
+                                      `set_plan("train")` goes back. `limit_steps` does not cut it.
 """
 from __future__ import annotations
 
@@ -54,22 +76,25 @@ def resolve_backend(cfg: DataConfig) -> str:
     return "torch" if cfg.backend == "torch" else "dali"
 
 
+def aug_seed(cfg: DataConfig, seed: int) -> int:
+    """`data.aug_seed`, or `seed` (train.seed) when it is -1."""
+    return seed if cfg.aug_seed < 0 else cfg.aug_seed
+
+
 def build_loaders(cfg: DataConfig, *, batch_size: int, views: int, seed: int, rank: int, world: int,
                   device: torch.device):
-    """Train loader (`views` views per image) and val loader (one view) for this process."""
+    """Train loader (`views` views per image) and val loader (one view) for this process; `seed` orders
+    the samples (train.seed), `data.aug_seed` draws the views."""
     root = dataset_root(cfg)
     backend = resolve_backend(cfg)
     common = dict(batch_size=batch_size, image_size=cfg.image_size, val_resize=cfg.val_resize,
                   min_area=cfg.min_area, mean=cfg.mean, std=cfg.std, workers=cfg.workers, seed=seed,
-                  rank=rank, world=world, device=device)
+                  aug_seed=aug_seed(cfg, seed), rank=rank, world=world, device=device)
     if backend == "dali":
         from pipeline.data.dali import build_dali_loaders
 
         return build_dali_loaders(cfg, root, views=views, **common)
     train_src, val_src = dataset_sources(cfg, root)
-    for src in (train_src, val_src):
-        if isinstance(src, Shards):
-            src.offsets  # parse the index files once, here: the loader workers fork with the table
     train = TorchLoader(train_src, train=True, views=views, **common)
     val = TorchLoader(val_src, train=False, views=1, **common)
     if train.num_classes != val.num_classes:

@@ -1,69 +1,100 @@
-"""The torchvision loader: PIL decode + torchvision transforms in DataLoader workers (CPU only).
+"""The torchvision loader: PIL decode + torchvision functional transforms in DataLoader workers.
 
-The fallback when DALI is not installed, and the reference the DALI loader is checked against.
+The fallback when DALI is not installed, and the reference the DALI loader is checked against. Train
+views are the replayed ones (views.py): each sample is decoded once, then each view is its window of
+the stored image (`resized_crop`, bilinear with antialias, to image_size x image_size) and its flip, so
+the windows are exactly the DALI loader's. Val: resize the shorter side to val_resize, centre crop.
+A whole batch is assembled in a worker (`__getitems__`): views, labels, indices and attached extras,
+view-major, in pinned memory on CUDA.
 """
 from __future__ import annotations
 
 import os
+import weakref
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
 
 from pipeline.data.folder import FolderListing
+from pipeline.data.planned import PlannedLoader, call_extras, replayed_views
 from pipeline.data.webdataset import Shards
-from pipeline.data.sharding import train_indices, val_indices
 
 
-def build_transform(train: bool, image_size: int, val_resize: int, min_area: float, mean, std):
-    if train:
-        steps = [transforms.RandomResizedCrop(image_size, scale=(min_area, 1.0)), transforms.RandomHorizontalFlip()]
-    else:
-        steps = [transforms.Resize(val_resize), transforms.CenterCrop(image_size)]
-    return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(mean, std)])
+def _as_is(batch):
+    """The DataLoader's collate step: `ImageFiles.__getitems__` already returns the batch."""
+    return batch
+
+
+def view_major(array: np.ndarray) -> torch.Tensor:
+    """(B, views, ...) -> (views * B, ...): row v * B + b is view v of sample b (the images' layout)."""
+    array = np.asarray(array)
+    return torch.from_numpy(np.ascontiguousarray(array.swapaxes(0, 1)).reshape(-1, *array.shape[2:]))
 
 
 class ImageFiles(Dataset):
-    """(sample i, epoch) -> (views, class label, dataset index); each view is an independent transform of one
-    decode. Sample i is the listing's i-th file, or the i-th sample of the tars (its index is the tar's).
+    """Keys (dataset index, epoch) -> one batch dict. Sample i is the listing's i-th file, or the tar
+    sample whose `.index` member says i (positions from the sample table). Forked into the workers: it
+    holds what a batch needs (source, table, view settings, the extras function), never the loader, whose
+    DataLoader a worker must not own."""
 
-    The augmentation is seeded by (seed, epoch, i), so it does not depend on which worker reads the
-    sample: a resumed run sees exactly the crops an uninterrupted one would.
-    """
-
-    def __init__(self, listing: FolderListing | Shards, transform, views: int, seed: int):
-        self.listing, self.transform, self.views, self.seed = listing, transform, views, seed
+    def __init__(self, loader: "TorchLoader", val_resize: int, mean, std):
+        self.source, self.table, self.train, self.views = loader.source, loader.table, loader.train, loader.views
+        self.aug_seed, self.min_area, self.size = loader.aug_seed, loader.min_area, loader.image_size
+        self.extras_fn, self.extras_keys = None, []
+        self.val_transform = transforms.Compose([transforms.Resize(val_resize), transforms.CenterCrop(self.size)])
+        self.mean, self.std = mean, std
 
     def __len__(self):
-        return len(self.listing)
+        return len(self.table.labels)
 
     def __getitem__(self, key):
-        index, epoch = key
-        if get_worker_info() is None:  # in the main process: keep the training RNG stream untouched
-            with torch.random.fork_rng(devices=[]):
-                return self._load(index, epoch)
-        return self._load(index, epoch)
+        return self.__getitems__([key])
 
-    def _load(self, index: int, epoch: int):
-        torch.manual_seed(int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]))
+    def __getitems__(self, keys: list[tuple[int, int]]) -> dict:
+        index = np.array([k[0] for k in keys], dtype=np.int64)
+        epoch = keys[0][1]
+        params = None
+        if self.train:
+            params = replayed_views(self.table, self.aug_seed, epoch, index, self.views, self.min_area)
+        views: list[list[torch.Tensor]] = [[] for _ in range(self.views)]
+        for b, i in enumerate(index.tolist()):
+            image = self.decode(i)
+            for v in range(self.views):
+                if params is None:
+                    crop = self.val_transform(image)
+                else:
+                    x, y, w, h = params.windows[b, v].tolist()
+                    crop = F.resized_crop(image, y, x, h, w, [self.size, self.size], InterpolationMode.BILINEAR,
+                                          antialias=True)
+                    if params.flips[b, v]:
+                        crop = F.hflip(crop)
+                views[v].append(F.normalize(F.to_tensor(crop), self.mean, self.std))
+        batch = {"images": torch.stack([t for view in views for t in view]),
+                 "labels": torch.from_numpy(self.table.labels[index]), "index": torch.from_numpy(index)}
+        extras = call_extras(self.extras_fn, self.extras_keys, epoch, index, self.views)
+        batch.update({k: view_major(a) for k, a in extras.items()})
+        return batch
+
+    def decode(self, i: int) -> Image.Image:
+        """The RGB image of dataset index i; a file that cannot be decoded (or whose size is not the one
+        the crop windows were drawn for) is an error naming it: a silent skip would change the epoch."""
+        position = int(self.table.position[i])
         try:
-            data, label, dataset_index = self.listing.load(index)
+            data = self.source.load(position)[0]
             with Image.open(data) as img:
-                img = img.convert("RGB")
-        except Exception as e:  # name the file: a silent skip would change the epoch
-            raise RuntimeError(f"cannot decode image {self.listing.describe(index)}: {e}") from e
-        views = tuple(self.transform(img) for _ in range(self.views))
-        return views, label, dataset_index
-
-
-def collate_views(samples: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """In the worker: [(views, label, index)] -> images (views * B, 3, H, W) view-major, labels, index.
-    One tensor (the batch contract), written once here, not concatenated again on the device."""
-    views = len(samples[0][0])
-    images = torch.stack([s[0][v] for v in range(views) for s in samples])
-    return images, torch.tensor([s[1] for s in samples]), torch.tensor([s[2] for s in samples])
+                image = img.convert("RGB")
+        except Exception as e:
+            raise RuntimeError(f"cannot decode image {self.source.describe(position)}: {e}") from e
+        height, width = self.table.sizes[i].tolist()
+        if self.train and image.size != (width, height):
+            raise RuntimeError(f"{self.source.describe(position)} is {image.size[0]} x {image.size[1]} pixels but "
+                               f"the sample table says {width} x {height}: the file changed while the loader ran")
+        return image
 
 
 def _leave_trainer_process_group(worker_id: int):
@@ -75,68 +106,59 @@ def _leave_trainer_process_group(worker_id: int):
 
 
 class _Batches:
-    """Batch sampler over this rank's indices; reads the loader's epoch at each iteration and hands it
-    to the dataset with each index (persistent workers never see the loader's attributes change)."""
+    """Batch sampler over this rank's plan; reads the loader's epoch, plan and start step at each iteration
+    and hands the epoch to the dataset with each index (persistent workers never see the loader change)."""
 
     def __init__(self, loader: "TorchLoader"):
-        self.loader = loader
+        # a weak reference: no cycle through the DataLoader, so a dropped loader shuts its workers down at
+        # once (not whenever the garbage collector runs, perhaps inside a newly forked worker)
+        self._loader = weakref.ref(loader)
+
+    @property
+    def loader(self) -> "TorchLoader":
+        return self._loader()
 
     def __iter__(self):
         epoch = self.loader.epoch
-        yield from ([(i, epoch) for i in batch.tolist()] for batch in self.loader._epoch_batches()[0])
+        index = self.loader.epoch_plan()[0][self.loader.start_step:]
+        yield from ([(i, epoch) for i in batch.tolist()] for batch in index)
 
     def __len__(self):
         return len(self.loader)
 
 
-class TorchLoader:
+class TorchLoader(PlannedLoader):
     """Yields dict batches: images ((views * B) x 3 x H x W float, normalised, view-major; channels_last
-    on CUDA), labels, index, valid."""
+    on CUDA), labels, index, valid (padded plans) and attached extras, on the device."""
+
+    decoder = "torchvision-pil"
 
     def __init__(self, listing: FolderListing | Shards, *, train: bool, batch_size: int, views: int, image_size: int,
                  val_resize: int, min_area: float, mean, std, workers: int, seed: int, rank: int, world: int,
-                 device: torch.device):
-        self.listing, self.train, self.batch_size = listing, train, batch_size
-        self.seed, self.rank, self.world, self.device = seed, rank, world, device
-        self.epoch, self.start_step = 0, 0
-        self.max_steps: int | None = None  # train: the trainer's steps per epoch, when it takes fewer
-        self.num_classes, self.num_samples = listing.num_classes, len(listing)
-        transform = build_transform(train, image_size, val_resize, min_area, mean, std)
-        self.dataset = ImageFiles(listing, transform, views if train else 1, seed)
-        self._loader = DataLoader(self.dataset, batch_sampler=_Batches(self), num_workers=workers,
-                                  collate_fn=collate_views,
-                                  pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                                  worker_init_fn=_leave_trainer_process_group)
+                 device: torch.device, aug_seed: int | None = None):
+        super().__init__(listing, train=train, views=views, batch_size=batch_size, image_size=image_size,
+                         min_area=min_area, seed=seed, aug_seed=aug_seed, rank=rank, world=world, device=device)
+        self.listing, self.workers = listing, workers
+        self.dataset = ImageFiles(self, val_resize, mean, std)
+        self._loader = self._data_loader()
 
-    def _epoch_batches(self) -> tuple[np.ndarray, np.ndarray | None]:
-        n = len(self.listing)
-        if self.train:
-            idx = train_indices(n, self.batch_size, self.rank, self.world, self.seed, self.epoch)
-            return idx[self.start_step:self.max_steps], None
-        return val_indices(n, self.batch_size, self.rank, self.world)
+    def _data_loader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_sampler=_Batches(self), num_workers=self.workers, collate_fn=_as_is,
+                          pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
+                          worker_init_fn=_leave_trainer_process_group)
 
-    def limit_steps(self, steps: int):
-        """Train epochs of at most `steps` steps (`train.steps_per_epoch`)."""
-        self.max_steps = steps
-
-    def sample_labels(self) -> torch.Tensor:
-        """(num_samples,) int64: the class of every sample, by dataset index."""
-        return torch.as_tensor(self.listing.sample_labels())
-
-    def set_epoch(self, epoch: int, start_step: int = 0):
-        """Select the epoch's order; `start_step` skips the steps a resumed run already took."""
-        self.epoch, self.start_step = epoch, start_step
-
-    def __len__(self):
-        return len(self._epoch_batches()[0])
+    def attach_extras(self, fn):
+        super().attach_extras(fn)
+        self.dataset.extras_fn, self.dataset.extras_keys = self.extras_fn, self.extras_keys
+        self._loader = self._data_loader()  # the workers fork with the loader: new ones see the function
 
     def __iter__(self):
-        _, valid = self._epoch_batches()
         layout = torch.channels_last if self.device.type == "cuda" else torch.preserve_format
-        for step, (images, labels, index) in enumerate(self._loader):
-            batch = {"images": images.to(self.device, non_blocking=True, memory_format=layout),
-                     "labels": labels.to(self.device, non_blocking=True),
-                     "index": index.to(self.device, non_blocking=True)}
-            if valid is not None:
-                batch["valid"] = torch.from_numpy(valid[step]).to(self.device)
+        padded = self.padded()
+        for step, batch in enumerate(self._loader, start=self.start_step):
+            images = batch.pop("images").to(self.device, non_blocking=True, memory_format=layout)
+            batch = {"images": images, **{k: v.to(self.device, non_blocking=True) for k, v in batch.items()}}
+            if padded:
+                batch["valid"] = self.valid(step)
+            self.position = (self.epoch, step + 1)
             yield batch

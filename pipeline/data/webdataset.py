@@ -10,16 +10,19 @@ Each tar holds samples as consecutive members sharing a key (`<key>.<ext>`, the 
   <key>.index  the sample's dataset index, 8 bytes little-endian int64 (CRD keys its memory by it)
   <key>.label  its class, 8 bytes little-endian int64
 Each `.idx` next to a tar is DALI's index for it (made by DALI's own `wds2idx` tool: a `v1.2 <samples>`
-header, then one line per sample with each component's extension, offset, size and name), so a reader
-starts without scanning the tars and the torchvision loader reads any sample by its offsets. `classes.txt`
+header, then one line per sample with each component's extension, offset, size and name), so no tar is
+ever scanned: both loaders read any sample by its offsets from the memory-mapped tars, in the order the
+sample plan says (the sample table maps each dataset index to its place in the tars). `classes.txt`
 lists the class names, one per line, in label order. Dataset index i is the i-th file of the folder
-listing the shards were written from, so indices and classes agree with the folder loaders.
+listing the shards were written from, so indices, classes, sample order and crop windows agree with the
+folder loaders.
 
 This module needs no DALI; the writer (`python -m pipeline.data.dali SRC DST`) is in `dali/webdataset.py`.
 """
 from __future__ import annotations
 
 import io
+import mmap
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -73,17 +76,32 @@ class Shards:
                                 f"{position}; remake the index files with `wds2idx TAR IDX`")
         return tar_of, offsets, sizes
 
+    @cached_property
+    def maps(self) -> list[mmap.mmap]:
+        """Each tar memory-mapped read-only, once per process (forked loader workers share the pages)."""
+        maps = []
+        for tar in self.tars:
+            with open(tar, "rb") as f:
+                maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        return maps
+
+    def member(self, position: int, component: int = 0) -> np.ndarray:
+        """The bytes of COMPONENTS[component] of sample `position` (tar order): a view into the map, no copy."""
+        tar_of, offsets, sizes = self.offsets
+        return np.frombuffer(self.maps[tar_of[position]], dtype=np.uint8, count=int(sizes[position, component]),
+                             offset=int(offsets[position, component]))
+
+    def will_need(self, positions: np.ndarray):
+        """Ask the kernel to start reading these samples' images (readahead, asynchronous)."""
+        tar_of, offsets, sizes = self.offsets
+        for p in np.asarray(positions).reshape(-1).tolist():
+            start = int(offsets[p, 0]) // mmap.PAGESIZE * mmap.PAGESIZE
+            self.maps[tar_of[p]].madvise(mmap.MADV_WILLNEED, start, int(offsets[p, 0] + sizes[p, 0]) - start)
+
     def load(self, position: int) -> tuple[io.BytesIO, int, int]:
         """Sample `position` of the tars in order: (image bytes, class, dataset index)."""
-        tar_of, offsets, sizes = self.offsets
-        tar = self.tars[tar_of[position]]
-        with open(tar, "rb") as f:
-            parts = []
-            for offset, size in zip(offsets[position].tolist(), sizes[position].tolist()):
-                f.seek(offset)
-                parts.append(f.read(size))
-        jpg, index, label = parts
-        return io.BytesIO(jpg), int(np.frombuffer(label, np.int64)[0]), int(np.frombuffer(index, np.int64)[0])
+        jpg, index, label = (self.member(position, c) for c in range(len(COMPONENTS)))
+        return io.BytesIO(jpg.tobytes()), int(label[:8].view("<i8")[0]), int(index[:8].view("<i8")[0])
 
     def sample_labels(self) -> np.ndarray:
         """(N,) int64: the class of every sample by its dataset index, from the `.index` and `.label` members

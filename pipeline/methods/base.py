@@ -93,6 +93,10 @@ class Method(nn.Module):
     # Not None: the method replaces train.ce_weight (it folds CE into its own loss). The class value marks
     # that (parse_method allows one such term); the Distiller uses the instance's, computed from the config.
     ce_weight: float | None = None
+    # Buffers too large for the trainer to copy before every step (CRD's N x 128 memory banks): the method
+    # keeps what a step changes in them and puts it back in `restore_if_skipped`. Every other buffer is
+    # restored by the trainer when a step is skipped (pipeline/nonfinite.py).
+    large_buffers: tuple[str, ...] = ()
 
     def __init__(self, ctx: MethodContext):
         super().__init__()
@@ -105,6 +109,10 @@ class Method(nn.Module):
         """What this term reads from the teacher under `cfg` (a class method: a cache is checked before any
         network is built). Every term that uses the teacher declares it; `needs_teacher` must agree."""
         return TeacherNeeds()
+
+    def restore_if_skipped(self, skipped: torch.Tensor) -> None:
+        """After the optimizer step, with the step's flag (a 0-d bool on the device, never read on the host):
+        where it is true, undo this step's change to `large_buffers`."""
 
     def no_weight_decay(self) -> set[str]:
         """Names (relative to this module) of parameters kept out of weight decay: scalars, biases, norms."""

@@ -5,7 +5,8 @@ gets no transform); Norm standardises each channel over the batch inside `kernel
 ccd = L_eye(c_s[view a], c_t[view b]) + L_eye(c_s[view b], c_t[view a]), weight beta = 25.6 / d_t
 unless `ccd.weight` is set (the paper's 0.4 / 0.2 / 0.1 for d_t = 64 / 128 / 256).
 
-M_s runs once on the 2B batch (both views), so its BatchNorm sees both views' statistics.
+M_s runs once on the 2B batch (both views), so its BatchNorm sees both views' statistics. In-batch: the
+correlations and the standardisation are over this process's batch (train.batch_size), not gathered.
 """
 from torch import nn
 

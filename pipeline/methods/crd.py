@@ -24,8 +24,14 @@ official independent draws). Bank updates are unchanged.
 
 Processes: every process gathers the indices and new embeddings of all processes and applies the
 same bank update, so the banks stay identical without being broadcast (DDP broadcast_buffers is off);
-Z's estimate is the mean over all processes. Negatives are drawn for all processes from the shared
-RNG stream and each takes its own slice, so processes contrast against different negatives.
+Z's estimate pools the scores of all processes (sums and counts gathered), so two processes give the Z
+of one process on their concatenated batch. Each process draws only its own B x K negatives (K in the
+shared mode), from its own counter-based stream (pipeline/methods/draws.py: seed, process, the `draws`
+counter buffer): different on every process, the same after a resume.
+
+A skipped step (a non-finite gradient, pipeline/nonfinite.py) leaves the banks as they were: the forward
+keeps the rows it overwrote (W x B rows, not the N x 128 banks) and `restore_if_skipped` writes them back
+where the step's flag is set; Z and the draw counter are small buffers the trainer restores itself.
 """
 import math
 
@@ -35,6 +41,7 @@ from torch import nn
 
 from pipeline.methods.base import Method, MethodContext, TeacherNeeds, register
 from pipeline.methods.distributed import gather_rows, rank_and_world
+from pipeline.methods.draws import random_below
 
 NCE_EPS = 1e-7  # the official ContrastLoss's eps
 
@@ -53,6 +60,7 @@ def nce_loss(p: torch.Tensor, num_data: int, keep: torch.Tensor | None = None) -
 @register("crd")
 class CRD(Method):
     needs_index = True
+    large_buffers = ("bank_s", "bank_t")
 
     @classmethod
     def teacher_needs(cls, cfg):
@@ -70,6 +78,9 @@ class CRD(Method):
         self.register_buffer("bank_s", torch.rand(self.num_data, c.dim) * 2 * stdv - stdv)
         self.register_buffer("bank_t", torch.rand(self.num_data, c.dim) * 2 * stdv - stdv)
         self.register_buffer("z", torch.full((2,), -1.0))  # (student, teacher) direction; < 0: not yet set
+        self.register_buffer("draws", torch.zeros((), dtype=torch.int64))  # steps drawn so far: the stream's counter
+        self.seed = ctx.cfg.train.seed
+        self.touched: tuple[torch.Tensor, ...] | None = None  # (rows, their old bank_s, bank_t) of the last step
         self.register_class_index(ctx)
 
     def register_class_index(self, ctx: MethodContext):
@@ -89,22 +100,24 @@ class CRD(Method):
         self.register_buffer("class_start", torch.cumsum(counts, 0) - counts, persistent=False)
         self.register_buffer("class_count", counts, persistent=False)
 
+    def random_below(self, high: torch.Tensor | int, shape: tuple[int, ...]) -> torch.Tensor:
+        """This process's draws for this step (see pipeline/methods/draws.py); the forward then advances
+        the counter."""
+        return random_below(high, shape, self.seed, rank_and_world()[0], self.draws)
+
     def sample_contrast(self, index: torch.Tensor) -> torch.Tensor:
         """(B,) dataset indices -> (B, K + 1) bank rows: the sample itself, then K draws with replacement
         from the samples of other classes (uniform over them)."""
-        rank, world = rank_and_world()
-        # 62-bit integers reduced modulo the count of other-class samples: the bias is below N / 2^62.
-        draws = torch.randint(2**62, (world, index.shape[0], self.num_negatives), device=index.device)[rank]
         cls = self.class_of[index]
         start, count = self.class_start[cls][:, None], self.class_count[cls][:, None]
-        position = draws % (self.num_data - count)  # among the other classes' samples, class-sorted order
-        position = position + (position >= start) * count  # skip the anchor's own class slice
+        # among the other classes' samples, in class-sorted order, then skip the anchor's own class slice
+        position = self.random_below(self.num_data - count, (index.shape[0], self.num_negatives))
+        position = position + (position >= start) * count
         return torch.cat([index[:, None], self.by_class[position]], dim=1)
 
     def sample_shared(self, device: torch.device) -> torch.Tensor:
-        """(K,) negatives for the whole batch, uniform over all samples with replacement."""
-        rank, world = rank_and_world()
-        return torch.randint(self.num_data, (world, self.num_negatives), device=device)[rank]
+        """(K,) negatives for this process's batch, uniform over all samples with replacement."""
+        return self.random_below(self.num_data, (self.num_negatives,))
 
     def scores(self, v: torch.Tensor, bank: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
         """exp(bank[contrast] . v / T): (B, K + 1), before the division by Z."""
@@ -119,10 +132,23 @@ class CRD(Method):
 
     @torch.no_grad()
     def update_banks(self, index: torch.Tensor, v_s: torch.Tensor, v_t: torch.Tensor):
-        """Momentum update of the rows `index` (all processes' samples, so every process does the same)."""
+        """Momentum update of the rows `index` (all processes' samples, so every process does the same),
+        keeping their old values for `restore_if_skipped`."""
+        old = []
         for bank, v in ((self.bank_s, v_s), (self.bank_t, v_t)):
-            mixed = bank[index] * self.momentum + v * (1 - self.momentum)
-            bank.index_copy_(0, index, F.normalize(mixed, dim=1))
+            rows = bank[index]
+            old.append(rows)
+            bank.index_copy_(0, index, F.normalize(rows * self.momentum + v * (1 - self.momentum), dim=1))
+        self.touched = (index, *old)
+
+    @torch.no_grad()
+    def restore_if_skipped(self, skipped: torch.Tensor):
+        if self.touched is None:
+            return
+        index, *old = self.touched
+        for bank, rows in zip((self.bank_s, self.bank_t), old):
+            bank.index_copy_(0, index, torch.where(skipped, rows, bank[index]))
+        self.touched = None
 
     def forward(self, out):
         index = out.index
@@ -141,16 +167,19 @@ class CRD(Method):
                 e_s = self.scores(v_s, self.bank_t, contrast)  # student embedding vs teacher bank
                 e_t = self.scores(v_t, self.bank_s, contrast)  # teacher embedding vs student bank
             with torch.no_grad():
-                estimate = torch.stack([self.mean_score(e_s, keep), self.mean_score(e_t, keep)]) * self.num_data
-                estimate = gather_rows(estimate[None]).mean(dim=0)
+                # Z := mean of every process's counted scores x N on the first step (sums and counts pooled)
+                sums = gather_rows(torch.stack([*self.score_sum(e_s, keep), *self.score_sum(e_t, keep)])[None])
+                sums = sums.sum(dim=0)
+                estimate = torch.stack([sums[0] / sums[1], sums[2] / sums[3]]) * self.num_data
                 self.z.copy_(torch.where(self.z < 0, estimate, self.z))
+                self.draws.add_(1)
                 self.update_banks(gather_rows(index), gather_rows(v_s), gather_rows(v_t))
             loss = nce_loss(e_s / self.z[0], self.num_data, keep) + nce_loss(e_t / self.z[1], self.num_data, keep)
         return {"crd": self.weight * loss}
 
     @staticmethod
-    def mean_score(e: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        """Mean of the scores that enter the loss (positives and kept negatives)."""
+    def score_sum(e: torch.Tensor, keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum, count) of the scores that enter the loss: positives and kept negatives."""
         if keep is None:
-            return e.mean()
-        return (e[:, 0].sum() + torch.where(keep, e[:, 1:], 0.0).sum()) / (keep.sum() + e.shape[0])
+            return e.sum(), e.new_full((), e.numel())  # a fill on the device (torch.tensor would copy from the host)
+        return e[:, 0].sum() + torch.where(keep, e[:, 1:], 0.0).sum(), (keep.sum() + e.shape[0]).to(e.dtype)

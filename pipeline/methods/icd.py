@@ -8,7 +8,8 @@ it cancels in every softmax; kept as in the paper and the official code).
 Two views (when combined with a two-view method such as dkd or ccd): the loss is applied to each
 view on its own and averaged, so each row still contrasts one image against the same view's batch.
 
-`icd.negatives: global` (an extension, off by default): the embeddings of every process are gathered
+In-batch: by default the negatives are the other images of this process's batch (train.batch_size per
+process, as the official code has them). `icd.negatives: global` (an extension, off by default): the embeddings of every process are gathered
 (differentiably) and every process computes the same loss on the global W*B x W*B matrix, i.e.
 exactly single-device ICD on the global batch. Students are gathered along with the teachers because
 the invariance term normalises each column over all students. The gather's backward sums the

@@ -30,3 +30,17 @@ def webdataset_root(imagenet_root, tmp_path_factory) -> Path:
 def filelist_root(imagenet_root, tmp_path_factory) -> Path:
     """The ImageNet tree as `train.txt`/`val.txt` file lists, in a shuffled order with made-up classes 0..4."""
     return write_file_lists(imagenet_root, tmp_path_factory.mktemp("filelist"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sample_table_cache(tmp_path_factory):
+    """The sample tables of the tests' temporary trees go to a temporary cache, not the user's."""
+    import os
+
+    saved = os.environ.get("KDPIPE_CACHE_DIR")
+    os.environ["KDPIPE_CACHE_DIR"] = str(tmp_path_factory.mktemp("kdpipe-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("KDPIPE_CACHE_DIR")
+    else:
+        os.environ["KDPIPE_CACHE_DIR"] = saved

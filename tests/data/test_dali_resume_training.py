@@ -2,8 +2,8 @@
 checkpoint ends with exactly the weights of the uninterrupted run, for a one-view and a two-view method.
 
 In-process Trainer runs, tiny sizes: 2 epochs of 4 steps of 16 images, a checkpoint every 3 steps
-(step 3 is mid-epoch 1). That a resume without the loader state differs (so that this comparison can
-fail) is shown, cheaper, at the loader level in test_dali_resume.py.
+(step 3 is mid-epoch 1). That a resume with other views differs (so that this comparison can fail) is
+shown, cheaper, at the loader level in test_dali_resume.py.
 """
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, tiny_teacher,
     path = checkpoint.checkpoint_dir(full.run_dir, 3)
     state = checkpoint.read_trainer_state(path)
     assert (state["epoch"], state["step_in_epoch"]) == (0, 3)  # mid-epoch; the resumed run crosses an epoch end
-    assert checkpoint.read_loader_state(path, 0)["dali"]  # the DALI pipeline's state travels inside
+    loader_state = checkpoint.read_loader_state(path, 0)  # where the loader was, and with what settings
+    assert (loader_state["epoch"], loader_state["step"], loader_state["decoder"]) == (0, 3, "dali-cpu")
     with caplog.at_level(logging.WARNING):
         resumed = trainer(tmp_path / "resumed", tiny_teacher, method, resume=str(path))
         assert resumed.global_step == 3

@@ -85,8 +85,21 @@ def check(B, D, dtype, tol, log_scale=UNCLAMPED, grad_scale=1.0, alpha=ALPHA, ma
         assert rel_err(grads[2], ref_grads[2]) < tol
 
 
-@pytest.mark.parametrize("dtype, tol", DTYPES)
-@pytest.mark.parametrize("B, D", SHAPES)
+# B = 129 (a ragged last row block) stays in the README's run at D = 64 in both dtypes; at D = 100 it is the
+# same code path at 20-30 s each in the interpreter: CI's slow run has it.
+SLOW_CASES = {(129, 100, torch.float32), (129, 100, torch.bfloat16)}
+
+
+def formula_cases():
+    for shape in SHAPES:
+        values, marks = (shape.values, list(shape.marks)) if hasattr(shape, "values") else (shape, [])
+        for dtype, tol in DTYPES:
+            slow = marks or ((*values, dtype) in SLOW_CASES and LARGE)
+            yield pytest.param(*values, dtype, tol, marks=slow or (),
+                               id=f"{values[0]}-{values[1]}-{str(dtype).split('.')[-1]}" + ("-large" if marks else ""))
+
+
+@pytest.mark.parametrize("B, D, dtype, tol", formula_cases())
 def test_icd_matches_formula(B, D, dtype, tol):
     check(B, D, dtype, tol)
 

@@ -216,3 +216,56 @@ def test_shared_negatives_draw_over_all_samples():
     assert drawn.shape == (4000,) and drawn.min() >= 0 and drawn.max() < NUM_SAMPLES
     counts = torch.bincount(drawn, minlength=NUM_SAMPLES)
     assert (counts - 100).abs().max() < 6 * 10  # 4000 / 40 = 100 each, sd < 10
+
+
+# ---- the per-process, counter-based negative draws (pipeline/methods/draws.py) ----------------------------
+def test_draws_are_a_pure_function_of_seed_process_and_counter():
+    from pipeline.methods.draws import random_below
+
+    def draw(seed=3, process=0, counter=5, high=1000):
+        return random_below(high, (64,), seed, process, torch.tensor(counter))
+    base = draw()
+    assert torch.equal(base, draw())  # the same key: the same numbers (a resumed run draws them again)
+    assert base.min() >= 0 and base.max() < 1000
+    for other in (draw(seed=4), draw(process=1), draw(counter=6)):  # each field changes the stream
+        assert (other == base).float().mean() < 0.05  # ~1/1000 agree by chance
+    rows = random_below(torch.tensor([[3], [5]]), (2, 400), 0, 0, torch.tensor(0))  # one bound per row
+    assert set(rows[0].tolist()) == {0, 1, 2} and set(rows[1].tolist()) == {0, 1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("high", [7, 10, 3 * 2**40])
+def test_draws_are_uniform(high):
+    """200,000 draws: each of 7 or 10 values (or 10 equal bins of a 2^41.6 range) gets n / bins +- 6 sd."""
+    from pipeline.methods.draws import random_below
+
+    n = 200_000
+    x = random_below(high, (n,), 0, 2, torch.tensor(9))
+    bins = min(high, 10)
+    counts = torch.bincount(x * bins // high, minlength=bins).double()
+    expected = n / bins
+    assert (counts - expected).abs().max() < 6 * math.sqrt(expected), counts
+
+
+def test_crd_draws_advance_each_step_and_resume_from_the_checkpointed_counter():
+    model, crd = crd_setup()
+    index = torch.arange(5)
+    first = crd.sample_contrast(index)
+    crd(outputs(model, make_batch("crd", batch=5)))
+    assert crd.draws.item() == 1 and "methods.0.draws" in model.state_dict()
+    second = crd.sample_contrast(index)
+    assert not torch.equal(first, second)  # a new block of the stream each step
+    resumed = build_distiller(make_config("crd", crd={"nce_k": 24}), seed=1)  # other initial weights
+    resumed.load_state_dict(model.state_dict())
+    assert torch.equal(resumed.methods[0].sample_contrast(index), second)
+
+
+@pytest.mark.slow  # inductor's C++ compile: ~30 s on 2 cores (bench/gpu_check.py checks the same on CUDA)
+def test_draws_are_the_same_compiled():
+    """The 64-bit wrapping arithmetic survives inductor: its constant folding computes with unbounded
+    integers, which a large constant multiplied inside the graph would overflow."""
+    from pipeline.methods.draws import random_below
+
+    def draw(counter, high):
+        return random_below(high, (4, 1000), 7, 3, counter)
+    high = torch.tensor([[37], [1000], [2**40], [3]])
+    assert torch.equal(torch.compile(draw, backend="inductor")(torch.tensor(5), high), draw(torch.tensor(5), high))

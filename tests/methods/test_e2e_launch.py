@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import accelerate_launch, tiny_run_args
+from tests.conftest import accelerate_launch, made_once, tiny_run_args
 
 METHODS = ["kd", "icd", "icd+kd", "ccd+kd", "dkd+kd", "dccd", "slkd", "crd+kd"]
 RESUMED = ["icd", "crd+kd", "slkd"]
@@ -19,14 +19,15 @@ TRAINED = {"icd": ["methods.0.log_scale", "methods.0.head_s.weight"],
                     "methods.0.sl1.model.bn1.running_mean"]}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory, tiny_teacher):
-    out = tmp_path_factory.mktemp("e2e")
-    flags = tiny_run_args(out / "runs", tiny_teacher, **{
-        "data.per_class": 8, "data.val_per_class": 4, "train.batch_size": 8, "train.steps_per_epoch": 3,
-        "train.epochs": 1})
-    accelerate_launch([RUNNER, str(out / "records"), ",".join(METHODS), ",".join(RESUMED), "--"] + flags,
-                      timeout=900)
+    def make(out):
+        flags = tiny_run_args(out / "runs", tiny_teacher, **{
+            "data.per_class": 8, "data.val_per_class": 4, "train.batch_size": 4, "train.steps_per_epoch": 3,
+            "train.epochs": 1})
+        accelerate_launch([RUNNER, str(out / "records"), ",".join(METHODS), ",".join(RESUMED), "--"] + flags,
+                          timeout=900)
+    out = made_once(tmp_path_factory, "e2e", make)  # one launch per session, whichever worker asks first
     ranks = [json.loads((out / "records" / f"rank{r}.json").read_text()) for r in range(2)]
     return ranks, out / "runs"
 

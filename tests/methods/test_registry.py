@@ -1,15 +1,14 @@
 """Every registered method and alias (and a few combinations), like timm's test_models: one training
 step of the Distiller is finite and reaches every parameter; the optimizer groups are right; the
 state a method owns survives a state_dict round trip."""
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from method_fixtures import SPECS, build_distiller, make_batch, make_config
+from pipeline.batch import plan_batch
 from pipeline.methods import METHODS
 from pipeline.methods.icd import ICD
-from pipeline.trainer import Trainer
+from pipeline.optim import create_optimizer
 
 
 def exact_zero_gradients(model) -> set[str]:
@@ -18,7 +17,7 @@ def exact_zero_gradients(model) -> set[str]:
 
 
 def optimizer_for(cfg, model) -> torch.optim.Optimizer:
-    return Trainer.create_optimizer(SimpleNamespace(cfg=cfg, model=model))
+    return create_optimizer(model, cfg.train, plan_batch(cfg.train, processes=1).lr)
 
 
 def train_steps(cfg, model, steps=2):
