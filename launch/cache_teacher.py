@@ -36,6 +36,7 @@ from pipeline.teacher_cache.identity import made_from, notes  # noqa: E402
 from pipeline.teacher_cache.loader_hooks import cache_pass_loaders, train_listing  # noqa: E402
 from pipeline.teacher_cache.manifest import Manifest, RecordSpec, write_manifest  # noqa: E402
 from pipeline.teacher_cache.storage import ShardWriter, begin, finish, open_shard  # noqa: E402
+from pipeline.teacher_cache.use import DECODER  # noqa: E402
 from pipeline.trainer import process_group_kwargs  # noqa: E402
 
 log = logging.getLogger("cache_teacher")
@@ -140,7 +141,7 @@ def run(cfg: Config, opts: argparse.Namespace):
                              teacher.feature_dim if cfg.teacher.cache_features else 0)
     intended = Manifest(made_from=made_from(cfg, teacher, names, labels, num_classes), record=spec,
                         epochs=opts.epochs, samples=len(names), world=world, batch_size=opts.batch_size,
-                        notes={**notes(cfg), "precision": "bf16" if bf16 else "fp32",
+                        notes={**notes(cfg), "precision": "bf16" if bf16 else "fp32", DECODER: train.decoder,
                                "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     root = Path(cfg.teacher.cache)
     manifest = begin(root, intended)  # every rank checks; the same error everywhere

@@ -18,16 +18,21 @@ from pipeline.baseline import baseline_cache_path
 from pipeline.config import Config, ModelConfig
 from pipeline.data import dataset_root, dataset_sources
 from pipeline.errors import BadInputError, MissingInputError
+from pipeline.methods import METHODS, parse_method
 from pipeline.models import load_weights
+from pipeline.teacher_cache.use import check_for_run
 
 
 def check_inputs(cfg: Config, needs_teacher: bool, processes: int, resume: str = "") -> None:
     """Raises a UserError naming the first bad input."""
-    num_classes = dataset_sources(cfg.data, dataset_root(cfg.data))[0].num_classes
+    train_source = dataset_sources(cfg.data, dataset_root(cfg.data))[0]
+    num_classes = train_source.num_classes
     if cfg.student.checkpoint:
         check_weights("student", cfg.student, num_classes)
     if needs_teacher:
-        check_teacher(cfg.teacher, num_classes)
+        check_teacher(cfg.teacher, num_classes, cached=bool(cfg.teacher.cache))
+    if needs_teacher and cfg.teacher.cache:
+        check_for_run(cfg, train_source, max(METHODS[n].views for n in parse_method(cfg.method)))
     check_writable(Path(cfg.train.output_dir), "train.output_dir")
     if cfg.train.baseline and needs_teacher:
         check_writable(baseline_cache_path(cfg, processes).parent, "the folder of the student-alone result's cache")
@@ -36,7 +41,9 @@ def check_inputs(cfg: Config, needs_teacher: bool, processes: int, resume: str =
                                 "or a file is missing or truncated)")
 
 
-def check_teacher(teacher: ModelConfig, num_classes: int) -> None:
+def check_teacher(teacher: ModelConfig, num_classes: int, cached: bool = False) -> None:
+    """`cached`: the run reads the teacher's outputs from teacher.cache, which is checked against these
+    weights, so they must exist (a teacher still to be trained cannot have made the cache)."""
     if teacher.pretrained and not teacher.checkpoint:
         return  # timm's hub weights: fetched (and checked) by timm itself
     if not teacher.checkpoint:
@@ -45,6 +52,9 @@ def check_teacher(teacher: ModelConfig, num_classes: int) -> None:
     path = Path(teacher.checkpoint)
     if path.is_file():
         check_weights("teacher", teacher, num_classes)
+    elif cached:
+        raise MissingInputError(f"checkpoint not found: {path} (teacher.checkpoint): a run from teacher.cache "
+                                f"{teacher.cache} checks that the cache was made by these weights")
     elif teacher.train_if_missing:  # it will be trained and cached there
         check_writable(path.parent, "the folder of teacher.checkpoint (where the trained teacher is cached)")
     else:

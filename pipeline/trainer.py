@@ -41,6 +41,7 @@ from pipeline.nonfinite import BufferSnapshot, NonFiniteSteps
 from pipeline.optim import create_optimizer, create_scheduler
 from pipeline.run_checkpoints import PROGRESS, RunCheckpoints
 from pipeline.stopping import StopSignals
+from pipeline.teacher_cache.use import CacheUse, cached_teacher, open_for_run
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,9 @@ class Trainer:
         self.train_loader, self.val_loader = self.create_loaders()
         self.real_labels = self.create_real_labels()
         self.teacher_fn = None  # the teacher as the step runs it (BatchNorm folded, compiled)
-        self.teacher = self.create_teacher() if self.needs_teacher else None
+        # --teacher.cache: the teacher's outputs come with the batches; the teacher is not built
+        self.cache = self.create_teacher_cache() if self.needs_teacher and cfg.teacher.cache else None
+        self.teacher = self.create_teacher() if self.needs_teacher and self.cache is None else None
         self.model = self.create_distiller()
         self.optimizer = create_optimizer(self.model, cfg.train, self.batch_plan.lr)
         self.scheduler = create_scheduler(self.optimizer, cfg.train, self.steps_per_epoch)
@@ -145,11 +148,19 @@ class Trainer:
     def create_network(self, model_cfg) -> Network:
         return create_network(model_cfg, self.train_loader.num_classes, self.cfg.data.mean, self.cfg.data.std)
 
+    def create_teacher_cache(self) -> CacheUse:
+        """The cache checked against this run (one-line errors) and attached to the train loader."""
+        return open_for_run(self.cfg, self.train_loader, self.views)
+
     def create_teacher(self) -> Network:
         if not (self.cfg.teacher.checkpoint or self.cfg.teacher.pretrained):
             raise BadInputError("the method needs a teacher: set teacher.checkpoint (a local .safetensors or state "
                              "dict) or teacher.pretrained, or set teacher.train_if_missing to train one first")
-        return self.place_teacher(freeze(self.create_network(self.cfg.teacher)))
+        # The teacher's random init (its weights are loaded over it) leaves the global RNG alone, so the
+        # student starts alike with a live teacher, a teacher cache (no teacher built) or none at all.
+        with torch.random.fork_rng(devices=[]):
+            teacher = freeze(self.create_network(self.cfg.teacher))
+        return self.place_teacher(teacher)
 
     def place_teacher(self, teacher: Network) -> Network:
         """On the device, channels_last on CUDA; the step runs `teacher_fn`, a copy with BatchNorm folded
@@ -163,6 +174,8 @@ class Trainer:
     def create_distiller(self) -> Distiller:
         student = self.create_network(self.cfg.student)
         teacher_dim = self.teacher.feature_dim if self.teacher is not None else 0
+        if self.cache is not None:
+            teacher_dim = self.cache.manifest.record.feature_dim
         ctx = MethodContext(cfg=self.cfg, student_dim=student.feature_dim, teacher_dim=teacher_dim,
                             num_classes=self.train_loader.num_classes,
                             num_train_samples=self.train_loader.num_samples,
@@ -286,7 +299,10 @@ class Trainer:
         return {k: v.detach() for k, v in terms.items()}
 
     def teacher_outputs(self, batch: dict, images: torch.Tensor) -> NetOutput | None:
-        """The teacher's logits and features of this step's images (None when no method needs a teacher)."""
+        """The teacher's logits and features of this step's images (None when no method needs a teacher):
+        its forward, or its outputs rebuilt from the records the batch carries (--teacher.cache)."""
+        if self.cache is not None:
+            return cached_teacher(batch, self.cache)
         return self.teacher_forward(images) if self.teacher_fn is not None else None
 
     def teacher_forward(self, images: torch.Tensor) -> NetOutput:
@@ -361,6 +377,8 @@ class Trainer:
             real = ("teacher_real_top1",) if self.real_labels is not None else ()
             for key in ("teacher_top1", "teacher_top5", *real):
                 metrics[key] = self.history[-1].get(key)
+        if self.cache is not None and self.cache.teacher_val:  # measured once by the cache pass
+            metrics.update(teacher_top1=self.cache.teacher_val["top1"], teacher_top5=self.cache.teacher_val["top5"])
         self.history.append(metrics)
         return metrics
 

@@ -1,15 +1,14 @@
 """launch/cache_teacher.py: its flags, its teacher, one epoch written from a real (tiny) teacher, its val
-evaluation; the end-to-end pass waits for the loaders' cache-pass plan."""
+evaluation. The pass end to end, under `accelerate launch`: tests/teacher_cache/test_runs.py."""
 import contextlib
 import importlib.util
-import json
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, accelerate_launch, tiny_run_args
+from tests.conftest import REPO, tiny_run_args
 from pipeline.errors import BadInputError
 from pipeline.models import create_network
 from pipeline.teacher_cache.encode import encode_records
@@ -104,18 +103,3 @@ def test_val_evaluation_counts_each_valid_image_once():
                                   reduce=lambda x, op: x)
     metrics = cache_teacher.evaluate(lambda x: (x, None), loader, accelerator)
     assert metrics == {"top1": 100 / 3, "top5": 200 / 3, "images": 3}
-
-
-@pytest.mark.skip(reason="needs the loader hooks (branch views)")
-def test_two_process_pass_writes_a_cache_a_reader_finds(tmp_path, tiny_teacher):
-    """accelerate launch, 2 CPU processes, the demo subset, 2 epochs x 2 views: a complete manifest with
-    both ranks' shards, the teacher's val accuracy, and records equal to the teacher on the loader's views."""
-    accelerate_launch(["launch/cache_teacher.py", *flags(tmp_path, tiny_teacher, "--method", "dkd+kd",
-                                                         "--batch-size", "8", "--teacher.cache_features", "true")])
-    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["world"] == 2 and len(manifest["shards"]) == 2 * 2
-    assert 0 <= manifest["teacher_val"]["top1"] <= manifest["teacher_val"]["top5"] <= 100
-    assert manifest["teacher_val"]["images"] == 30  # data.val_per_class 3 x 10 classes
-    reader = CacheReader(tmp_path / "cache")
-    records = reader.records(1, np.arange(manifest["samples"]), views=2)
-    assert np.isfinite(records["values"].astype(np.float32)).all() and (records["values"][..., 0] == 0).all()

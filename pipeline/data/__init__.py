@@ -82,9 +82,10 @@ def aug_seed(cfg: DataConfig, seed: int) -> int:
 
 
 def build_loaders(cfg: DataConfig, *, batch_size: int, views: int, seed: int, rank: int, world: int,
-                  device: torch.device):
+                  device: torch.device, train_plan: str = "train"):
     """Train loader (`views` views per image) and val loader (one view) for this process; `seed` orders
-    the samples (train.seed), `data.aug_seed` draws the views."""
+    the samples (train.seed), `data.aug_seed` draws the views; `train_plan` is the train loader's plan
+    (`set_plan`), set before its size is checked."""
     root = dataset_root(cfg)
     backend = resolve_backend(cfg)
     common = dict(batch_size=batch_size, image_size=cfg.image_size, val_resize=cfg.val_resize,
@@ -93,9 +94,10 @@ def build_loaders(cfg: DataConfig, *, batch_size: int, views: int, seed: int, ra
     if backend == "dali":
         from pipeline.data.dali import build_dali_loaders
 
-        return build_dali_loaders(cfg, root, views=views, **common)
+        return build_dali_loaders(cfg, root, views=views, train_plan=train_plan, **common)
     train_src, val_src = dataset_sources(cfg, root)
     train = TorchLoader(train_src, train=True, views=views, **common)
+    train.set_plan(train_plan)
     val = TorchLoader(val_src, train=False, views=1, **common)
     if train.num_classes != val.num_classes:
         raise BadInputError(f"{root}: train has {train.num_classes} classes but val has {val.num_classes}")

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 def build_dali_loaders(cfg, root: Path, *, views: int, batch_size: int, image_size: int, val_resize: int,
                        min_area: float, mean, std, workers: int, seed: int, rank: int, world: int,
-                       device: torch.device, aug_seed: int | None = None):
+                       device: torch.device, aug_seed: int | None = None, train_plan: str = "train"):
     """Train loader (`views` views per image) and val loader (one view), as `data.build_loaders` expects."""
     if val_resize < image_size:
         raise ValueError(f"data.val_resize ({val_resize}) must be at least data.image_size ({image_size})")
@@ -65,6 +65,7 @@ def build_dali_loaders(cfg, root: Path, *, views: int, batch_size: int, image_si
     log.info("DALI loaders: %s format, %s decode, %d threads", cfg.format,
              "GPU (mixed, nvJPEG)" if device.type == "cuda" else "CPU (libjpeg-turbo)", common["threads"])
     train = DaliLoader(train_src, train=True, views=views, **common)
+    train.set_plan(train_plan)
     val = DaliLoader(val_src, train=False, views=1, **common)
     if train.num_classes != val.num_classes:
         raise BadInputError(f"{root}: train has {train.num_classes} classes but val has {val.num_classes}")
