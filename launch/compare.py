@@ -32,11 +32,13 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import compare_cache  # noqa: E402
 import plot  # noqa: E402
 from imagenet import train_missing_teacher  # noqa: E402
 from pipeline.batch import plan_batch  # noqa: E402
 from pipeline.checkpoint import write_text_atomically  # noqa: E402
 from pipeline.config import ConfigError, parse_args  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 from pipeline.methods import METHODS, parse_method  # noqa: E402
 
 log = logging.getLogger("compare")
@@ -53,22 +55,27 @@ def views(method: str) -> int:
     return max(METHODS[n].views for n in parse_method(method))
 
 
-def run_one(base_argv: list[str], method: str, seed: int, out: Path) -> dict:
+def run_one(base_argv: list[str], method: str, seed: int, out: Path, sweep=None) -> dict:
     """Train one (method, seed) run, or reuse it when finished; returns its summary ({"stopped": True} if a
-    signal stopped it: its checkpoint is kept and the next invocation continues it)."""
+    signal stopped it: its checkpoint is kept and the next invocation continues it). `sweep`: the
+    comparison's teacher cache (compare_cache.py)."""
     from pipeline.trainer import Trainer
 
     run_dir = out / run_name(method, seed)
     if (run_dir / SUMMARY).is_file():
         return {**json.loads((run_dir / SUMMARY).read_text()), "reused": True}
-    cfg, _ = parse_args(base_argv + ["--method", method, "--train.seed", str(seed), "--train.output_dir", str(out),
-                                     "--train.name", run_name(method, seed), "--train.baseline", "false"])
+    seed_argv = ["--train.seed", str(seed)]
+    cfg, _ = parse_args(base_argv + ["--method", method] + seed_argv + ["--train.output_dir", str(out),
+                                     "--train.name", run_name(method, seed), "--train.baseline", "false"]
+                        + compare_cache.run_argv(sweep, base_argv, method, seed_argv))
     cpu = time.process_time()
     trainer = Trainer(cfg, resume="auto")
     summary = trainer.fit()
     cpu_s = round(time.process_time() - cpu, 1)  # this process's CPU time (all threads): less load-dependent
     if not summary.get("stopped") and trainer.accelerator.is_main_process:
-        summary = {**summary, "seed": seed, "views": views(method), "run_dir": str(run_dir), "cpu_s": cpu_s}
+        summary = {**summary, "seed": seed, "views": views(method), "run_dir": str(run_dir), "cpu_s": cpu_s,
+                   "teacher_source": (sweep.sources.get(method, "live") if sweep else "live")
+                   if compare_cache.needs_teacher(method) else None}
         # Written last: its presence means the run is finished.
         write_text_atomically(run_dir / SUMMARY, json.dumps(summary, indent=1) + "\n")
     del trainer
@@ -192,6 +199,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated --method values")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 per method")
     parser.add_argument("--out", default="runs/compare", help="folder for the runs and the results")
+    parser.add_argument("--teacher-cache", default="", metavar="PATH|auto",
+                        help="read the teacher's outputs from this cache (launch/cache_teacher.py) in every run it "
+                             "can serve; 'auto': write it first into OUT/teacher-cache (one teacher pass for the "
+                             "whole comparison: the views, temperatures and features the --methods need, K = "
+                             "teacher.cache_topk). Every run gets the cache's data.aug_seed; a method it cannot "
+                             "serve trains with the live teacher, the reason printed and kept in results.jsonl")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the results of the runs finished so far (a partial comparison)")
     args, config_argv = parser.parse_known_args(argv)
@@ -217,8 +230,15 @@ def main(argv=None) -> dict:
             return {"stopped": True}
         print(f"[compare] teacher trained: {time.time() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU, "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    total, done, results = len(methods) * len(seeds), 0, []
     start = time.time()
+    try:
+        sweep = None if args.report_only else compare_cache.prepare(args.teacher_cache, cfg, config_argv, methods, out)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    if sweep is not None:
+        made = f"written in {sweep.pass_s:.0f} s" if sweep.pass_s is not None else "reused"
+        print(f"[compare] teacher cache {sweep.root} ({made}); data.aug_seed {sweep.aug_seed} for every run", flush=True)
+    total, done, results = len(methods) * len(seeds), 0, []
     for seed in seeds:  # seed-major: a partial comparison has every method at the first seeds
         for method in methods:
             done += 1
@@ -228,8 +248,12 @@ def main(argv=None) -> dict:
                 continue
             print(f"{tag}: {'reusing' if (out / run_name(method, seed) / SUMMARY).is_file() else 'training'}",
                   flush=True)
+            if sweep is not None and compare_cache.needs_teacher(method):
+                compare_cache.run_argv(sweep, config_argv, method, ["--train.seed", str(seed)])
+                if sweep.sources[method] != "cache" and seed == seeds[0]:
+                    print(f"{tag}: live teacher: the cache cannot serve it ({sweep.sources[method][6:]})", flush=True)
             try:
-                summary = run_one(config_argv, method, seed, out)
+                summary = run_one(config_argv, method, seed, out, sweep)
             except Exception as e:  # one failing method must not cost the others' results
                 log.exception("%s failed", tag)
                 print(f"{tag}: FAILED ({type(e).__name__}: {e})", flush=True)
@@ -240,14 +264,18 @@ def main(argv=None) -> dict:
                 return {"stopped": True}
             results.append({k: summary.get(k) for k in (
                 "method", "seed", "student_top1", "student_top5", "teacher_top1", "teacher_top5", "wall_s",
-                "epochs", "views", "skipped_steps", "cpu_s", "run_dir")} | {k: v for k, v in summary.items()
+                "epochs", "views", "skipped_steps", "cpu_s", "run_dir", "teacher_source")} | {k: v for k, v in summary.items()
                                                                   if k.startswith("sl") and k.endswith("_top1")})
             teacher = f", teacher {summary['teacher_top1']:.2f}" if summary.get("teacher_top1") is not None else ""
             print(f"{tag}: top-1 {summary['student_top1']:.2f}, top-5 {summary['student_top5']:.2f}{teacher}, "
                   f"{summary['wall_s']:.0f} s{' (reused)' if summary.get('reused') else ''}; "
                   f"{time.time() - start:.0f} s elapsed, load average {os.getloadavg()[0]:.1f}", flush=True)
     files = write_outputs(results, methods, seeds, cfg, out)
+    if sweep is not None:
+        with open(out / "results.md", "a") as f:
+            f.write("\n" + compare_cache.note(sweep))
     print((out / "results.md").read_text())
+    print(f"[compare] {time.time() - start:.0f} s in all", flush=True)
     print("[compare] wrote " + ", ".join(str(p) for p in files.values()), flush=True)
     return {"results": results, "files": files}
 

@@ -79,3 +79,36 @@ def test_plot_cli_overlays_runs(tmp_path, capsys):
     assert (tmp_path / "c.png").read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(SystemExit, match="no metrics.jsonl"):
         plot.main([str(tmp_path / "missing"), "--out", str(tmp_path / "d.png")])
+
+
+def test_compare_from_one_teacher_cache(tmp_path, tiny_teacher, capsys, monkeypatch):
+    """--teacher-cache auto: one pass into OUT/teacher-cache with what the methods need, kd reads it, every run
+    gets its aug_seed; given as a path to a second comparison, a method it cannot serve (icd needs features
+    the first pass had no reason to store) trains live, saying why."""
+    for name in ("plot_top1", "plot_val_per_epoch"):  # the plots are tested above; here they only cost time
+        monkeypatch.setattr(compare, name, lambda *a: None)
+    monkeypatch.setattr(plot, "plot_runs", lambda *a, **k: None)
+    out = tmp_path / "cmp"
+    flags = tiny_run_args(out, tiny_teacher, **{"data.aug_seed": -1, "data.per_class": 8, "train.batch_size": 8,
+                                                "train.steps_per_epoch": 2, "train.eval_every": 2})
+    compare.main(["--methods", "none,kd", "--seeds", "1", "--out", str(out), "--teacher-cache", "auto"] + flags)
+    manifest = json.loads((out / "teacher-cache" / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["record"]["feature_dim"] == 0 and manifest["record"]["views"] == 1
+    assert manifest["made_from"]["data.aug_seed"] == 0 and manifest["epochs"] == 2
+    lines = {r["method"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert lines["kd"]["teacher_source"] == "cache" and lines["none"]["teacher_source"] is None
+    for method in ("none", "kd"):
+        config = (Path(lines[method]["run_dir"]) / "config.yaml").read_text()
+        assert "aug_seed: 0" in config and ("teacher-cache" in config) == (method == "kd")
+    assert "Teacher outputs from the cache" in (out / "results.md").read_text()
+    capsys.readouterr()
+
+    compare.main(["--methods", "kd,icd+kd", "--seeds", "1", "--out", str(out),
+                  "--teacher-cache", str(out / "teacher-cache")] + flags)
+    printed = capsys.readouterr().out
+    assert "[compare 1/2] kd seed 0: reusing" in printed
+    assert "icd+kd seed 0: live teacher: the cache cannot serve it (teacher cache" in printed
+    assert "teacher.cache_features false" in printed
+    lines = {r["method"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert lines["icd+kd"]["teacher_source"].startswith("live: teacher cache")
+    assert "Live teacher for: icd+kd (" in (out / "results.md").read_text()
