@@ -1,6 +1,8 @@
-"""Our training step side by side with the papers' loop and with our own floor, same models, batch, data.
+"""Our training step side by side with the papers' loop, our own floor, the step from a teacher cache and
+the student alone, same models, batch, data.
 
     .venv/bin/python bench/step.py [--methods kd,icd+kd,dccd] [--rounds 5] [--repeats 3] [--batch 128]
+                                   [--cases ours,cached,alone,papers,floor,floor-fused] [--pair demo|benchmark]
 
 On whatever device it finds: ResNet-18 -> ResNet-10-T at 28 px (the demo's images) on CPU, ResNet-34 ->
 ResNet-18 at 224 px where CUDA is present; one synthetic batch, made once on the device, for all.
@@ -12,6 +14,13 @@ ResNet-18 at 224 px where CUDA is present; one synthetic batch, made once on the
           method's own modules' (ICD heads, CCD's M_s) forward and backward, the method's losses as plain
           PyTorch, one SGD step (torch's default implementation; `floor-fused`: torch's fused SGD, the
           fastest plain step torch offers, which is what "ours" uses too).
+  cached: `Trainer.train_step` with `--teacher.cache`: the teacher's outputs rebuilt from the batch's
+          records (synthetic ones of the layout a cache pass writes: K = teacher.cache_topk, the features
+          the method needs), no teacher forward.
+  alone:  `Trainer.train_step` of `--method none` on the same images (both views for a two-view method):
+          the student alone, what any distillation step costs at least.
+`--pair demo` (default on CPU): ResNet-18 -> ResNet-10-T at 28 px, 10 classes; `--pair benchmark` (default on
+CUDA): ResNet-34 -> ResNet-18 at 224 px, 1000 classes.
 The cases run in interleaved rounds (bench/common.py) so that other load hits them alike; medians.
 """
 from __future__ import annotations
@@ -75,19 +84,33 @@ class PlainStep:
                                                        top5.any(dim=1).float().mean().item()]
 
 
+PAIRS = {"benchmark": ["--teacher.arch", "resnet34", "--student.arch", "resnet18", "--data.image_size", "224",
+                       "--data.val_resize", "256", "--data.root", "/imagenet"],
+         "demo": ["--teacher.arch", "resnet18", "--student.arch", "resnet10t"]}
+CASES = ("ours", "cached", "alone", "papers", "floor", "floor-fused")
+
+
 def build_cases(method: str, args) -> dict:
     cuda = torch.cuda.is_available()
-    pair = (["--teacher.arch", "resnet34", "--student.arch", "resnet18", "--data.image_size", "224",
-             "--data.val_resize", "256", "--data.root", "/imagenet"] if cuda
-            else ["--teacher.arch", "resnet18", "--student.arch", "resnet10t"])
-    # (data.root only sets 1000 classes: no data is read. On CPU the pair of docs/performance.md's figures. No
-    # teacher checkpoint: a random teacher of the arch, the same cost.)
-    cfg, _ = parse_args(["--config", "configs/demo.yaml", "--method", method, "--train.batch_size",
-                         str(args.batch), "--train.log_every", "1000000", "--teacher.checkpoint", ""] + pair)
+    # (data.root only sets 1000 classes: no data is read. The demo pair is that of docs/performance.md's CPU
+    # figures. No teacher checkpoint: a random teacher of the arch, the same cost.)
+    argv = ["--config", "configs/demo.yaml", "--method", method, "--train.batch_size", str(args.batch),
+            "--train.log_every", "1000000", "--teacher.checkpoint", ""] + PAIRS[args.pair]
+    cfg, _ = parse_args(argv)
     trainer = BenchmarkTrainer(cfg)
     batch = trainer.synthetic_batch()
-    papers, floor = PlainStep(cfg, trainer, log=True, fused=False), PlainStep(cfg, trainer, log=False, fused=False)
-    floor_fused = PlainStep(cfg, trainer, log=False, fused=True)
+    steps = {}
+    if "cached" in args.cases:  # no cache folder there: synthetic records of the layout a pass would write
+        cached = BenchmarkTrainer(parse_args(argv + ["--teacher.cache", "runs/bench-no-cache"])[0])
+        cached_batch = {**cached.synthetic_batch(), **batch}
+        steps["cached"] = lambda: cached.train_step(cached_batch)
+    if "alone" in args.cases:
+        alone = BenchmarkTrainer(parse_args(argv + ["--method", "none"])[0])
+        alone.views = trainer.views  # a two-view method's student sees both views: so does its floor
+        steps["alone"] = lambda: alone.train_step(batch)
+    if {"papers", "floor", "floor-fused"} & set(args.cases):
+        papers, floor = PlainStep(cfg, trainer, log=True, fused=False), PlainStep(cfg, trainer, log=False, fused=False)
+        floor_fused = PlainStep(cfg, trainer, log=False, fused=True)
 
     def reference(step):  # the plain steps use the unfused PyTorch losses on every device
         def run():
@@ -101,9 +124,10 @@ def build_cases(method: str, args) -> dict:
 
     def synced(fn):
         return lambda: (fn(), sync())
-    return {f"{method} ours": synced(lambda: trainer.train_step(batch)),
-            f"{method} papers": synced(reference(papers)), f"{method} floor": synced(reference(floor)),
-            f"{method} floor-fused": synced(reference(floor_fused))}, cfg
+    steps["ours"] = lambda: trainer.train_step(batch)
+    if "papers" in steps or {"papers", "floor", "floor-fused"} & set(args.cases):
+        steps.update({"papers": reference(papers), "floor": reference(floor), "floor-fused": reference(floor_fused)})
+    return {f"{method} {name}": synced(step) for name, step in steps.items() if name in args.cases}, cfg
 
 
 def main():
@@ -112,7 +136,18 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="steps per case per round")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument("--pair", choices=sorted(PAIRS), default=None,
+                        help="models and image size (default: benchmark on CUDA, demo on CPU)")
     args = parser.parse_args()
+    args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(args.cases) - set(CASES))
+    if unknown or "ours" not in args.cases:
+        parser.error(f"--cases: unknown {unknown}; choose from {', '.join(CASES)} (ours always runs)"
+                     if unknown else "--cases must include ours")
+    if {"papers", "floor", "floor-fused"} & set(args.cases):  # built together, compared together
+        args.cases = list(dict.fromkeys(args.cases + ["papers", "floor", "floor-fused"]))
+    args.pair = args.pair or ("benchmark" if torch.cuda.is_available() else "demo")
     logging.basicConfig(level=logging.ERROR)
     os.chdir(Path(__file__).resolve().parents[1])
     methods = args.methods.split(",")
@@ -128,15 +163,33 @@ def main():
     print(f"\n{cfg.teacher.arch} -> {cfg.student.arch}, {cfg.data.image_size} px, batch {args.batch}, {device}; "
           f"median of {args.rounds} interleaved rounds of {args.repeats} steps; load average "
           f"{load_before:.1f} -> {load_after:.1f}")
-    rows = []
+    print(markdown_table(*tables(methods, times, args.cases)[0]))
+    if {"cached", "alone"} <= set(args.cases):
+        print()
+        print(markdown_table(*tables(methods, times, args.cases)[1]))
+
+
+def tables(methods: list[str], times: dict, cases: list[str]):
+    """(header, rows) of ours against the papers and the floors (the cases run), and of the live step, the
+    cached step and the student alone."""
+    rows, cache_rows = [], []
     for method in methods:
         for clock in ("wall", "cpu"):  # CPU time: less disturbed by other processes on a shared machine
             t = {k.split(" ", 1)[1]: v[clock] for k, v in times.items() if k.split(" ", 1)[0] == method}
-            best_floor = min(t["floor"], t["floor-fused"])
-            rows.append([method, clock, 1e3 * t["ours"], 1e3 * t["papers"], 1e3 * t["floor"],
-                         1e3 * t["floor-fused"], f"{t['ours'] / best_floor:.3f}", f"{t['papers'] / t['ours']:.3f}"])
-    print(markdown_table(["method", "clock", "ours ms", "papers ms", "floor ms", "floor-fused ms",
-                          "ours / best floor", "papers / ours"], rows))
+            row = [method, clock, 1e3 * t["ours"]] + [1e3 * t[c] for c in CASES[1:] if c in t]
+            if "floor" in t:
+                row.append(f"{t['ours'] / min(t['floor'], t['floor-fused']):.3f}")
+                row.append(f"{t['papers'] / t['ours']:.3f}")
+            rows.append(row)
+            if "cached" in t and "alone" in t:
+                cache_rows.append([method, clock, 1e3 * t["ours"], 1e3 * t["cached"], 1e3 * t["alone"],
+                                   f"{t['ours'] / t['alone']:.3f}", f"{t['cached'] / t['alone']:.3f}",
+                                   f"{t['cached'] / t['ours']:.3f}"])
+    header = ["method", "clock", "ours ms"] + [f"{c} ms" for c in CASES[1:] if c in cases]
+    if "floor" in cases:
+        header += ["ours / best floor", "papers / ours"]
+    return ((header, rows), (["method", "clock", "live (ours) ms", "cached ms", "alone (none) ms", "live / alone",
+                              "cached / alone", "cached / live"], cache_rows))
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,10 @@ before a 90-epoch job.
 
 `step` pushes a synthetic batch, made once on the training device (no loader), through the real
 `Trainer.train_step` of the configured method and model pair (a random teacher when its weights are
-absent: the same cost). `loader` times the configured train loader alone. Both: warm-up steps, then
+absent: the same cost). With `--teacher.cache PATH` the step reads the teacher from the batch's records
+(no teacher forward), records shaped as that cache's (views, K, temperatures, features) or, when PATH holds
+no cache, as a pass with this config would write them (`teacher.cache_topk`, the features the method
+needs): synthetic values, the same cost. `loader` times the configured train loader alone. Both: warm-up steps, then
 steady-state steps timed with the device synchronised only at their ends; images/s counts samples (a
 two-view method's sample is two images through every network). The time split comes from separate
 timed passes of each part (eager modules, synchronised around each pass), so its parts need not add up
@@ -35,8 +38,11 @@ from pipeline.batch import plan_batch
 from pipeline.config import Config
 from pipeline.data import build_loaders
 from pipeline.errors import BadInputError
-from pipeline.methods import NetOutput, Outputs
-from pipeline.models import freeze
+from pipeline.methods import METHODS, NetOutput, Outputs, parse_method, teacher_needs
+from pipeline.models import create_network, freeze
+from pipeline.teacher_cache.manifest import Manifest, RecordSpec, read_manifest
+from pipeline.teacher_cache.rebuild import EXTRA_KEYS
+from pipeline.teacher_cache.use import CacheUse
 from pipeline.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -117,15 +123,51 @@ class BenchmarkTrainer(Trainer):
         random = type(c)(arch=c.arch)
         return self.place_teacher(freeze(self.create_network(random)))
 
+    def create_teacher_cache(self) -> CacheUse:
+        """The record layout of the cache at teacher.cache, or of the one a pass would write for this run."""
+        root = Path(self.cfg.teacher.cache)
+        manifest = read_manifest(root) if root.is_dir() else None
+        needs = teacher_needs(self.cfg.method, self.cfg)
+        if manifest is None:
+            dim = 0
+            if needs.features:  # the teacher's feature width: a network built for its size only
+                dim = create_network(type(self.cfg.teacher)(arch=self.cfg.teacher.arch), 10, self.cfg.data.mean,
+                                     self.cfg.data.std).feature_dim
+            views = max(METHODS[n].views for n in parse_method(self.cfg.method))
+            record = RecordSpec.create(views, self.cfg.teacher.cache_topk, self.train_loader.num_classes,
+                                       needs.temperatures.values(), dim)
+            manifest = Manifest(made_from={}, record=record, epochs=1, samples=self.train_loader.num_samples,
+                                world=1, batch_size=1)
+            log.warning("benchmark: no teacher cache at %s: synthetic records of its layout (top %d of %d classes, "
+                        "features %d; the same cost)", root, record.topk, record.num_classes, dim)
+        return CacheUse(root, manifest, sorted({float(t) for t in needs.temperatures.values()}))
+
     def synthetic_batch(self) -> dict:
         b, size, device = self.batch_plan.per_process, self.cfg.data.image_size, self.accelerator.device
         generator = torch.Generator(device="cpu").manual_seed(0)
         images = torch.randn(self.views * b, 3, size, size, generator=generator).to(device)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        return {"images": images,
-                "labels": torch.randint(self.train_loader.num_classes, (b,), generator=generator).to(device),
-                "index": torch.randint(self.train_loader.num_samples, (b,), generator=generator).to(device)}
+        batch = {"images": images,
+                 "labels": torch.randint(self.train_loader.num_classes, (b,), generator=generator).to(device),
+                 "index": torch.randint(self.train_loader.num_samples, (b,), generator=generator).to(device)}
+        if self.cache is not None:
+            batch.update({k: v.to(device) for k, v in self.synthetic_records(self.views * b, generator).items()})
+        return batch
+
+    def synthetic_records(self, rows: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A batch's cache fields as a loader delivers them ((views * B, ...)), for the cache's layout."""
+        record = self.cache.manifest.record
+        k, c = record.topk, record.num_classes
+        values = -(torch.rand(rows, k, generator=generator) * 10).sort(dim=1).values
+        fields = {"values": (values - values[:, :1]).half(),
+                  "classes": torch.rand(rows, c, generator=generator).argsort(dim=1)[:, :k].to(
+                      torch.int16 if record.dtype["classes"].base.itemsize == 2 else torch.int32)}
+        if record.temperatures and not record.exact:
+            fields["tail"] = torch.randn(rows, len(record.temperatures), generator=generator) - 5
+        if record.feature_dim:
+            fields["features"] = torch.randn(rows, record.feature_dim, generator=generator).half()
+        return {EXTRA_KEYS[name]: value for name, value in fields.items()}
 
     def step_flops(self, batch: dict) -> int:
         """Matmul and convolution FLOPs of one eager step: teacher forward, student (+ method modules)
@@ -137,6 +179,8 @@ class BenchmarkTrainer(Trainer):
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher_out = NetOutput(*self.teacher(images))
+            elif self.cache is not None:  # no teacher forward: its outputs come with the batch
+                teacher_out = self.teacher_outputs(batch, images)
             terms = self.model(images, labels, teacher_out, self.views, batch.get("index"))
             sum(terms.values()).backward()
         self.optimizer.zero_grad(set_to_none=True)
@@ -155,6 +199,12 @@ class BenchmarkTrainer(Trainer):
                     return self.teacher_forward(images)
             split["teacher_forward"] = timed(teacher, steps, device)
             teacher_out = teacher()
+        elif self.cache is not None:
+            def cached():
+                with autocast():
+                    return self.teacher_outputs(batch, images)
+            split["teacher_from_cache"] = timed(cached, steps, device)
+            teacher_out = cached()
 
         def student():
             with autocast():

@@ -73,6 +73,28 @@ def test_benchmark_step_reports_finite_figures_and_the_flops_of_the_step(tmp_pat
     assert result["flops_per_image"] == forward + 3 * forward - stem
 
 
+def test_benchmark_step_from_a_teacher_cache_has_no_teacher_forward(tmp_path, capsys):
+    """--teacher.cache without a cache there: synthetic records of a pass's layout; the step's FLOPs are the
+    student's alone (the kd loss has no matmuls) and the split names the rebuild instead of the forward."""
+    cfg = tiny_cfg(tmp_path)
+    cfg.teacher.cache, cfg.teacher.cache_topk = str(tmp_path / "no-cache"), 3
+    result = run_benchmark(cfg, bench_args("step"))
+    forward, stem = conv_and_linear_flops(timm.create_model("resnet10t", num_classes=10), SIZE)
+    assert result["flops_per_image"] == 3 * forward - stem
+    assert "teacher_forward" not in result["time_split_ms"] and result["time_split_ms"]["teacher_from_cache"] > 0
+    from pipeline.benchmark import BenchmarkTrainer
+
+    cfg = tiny_cfg(tmp_path, "icd+kd")
+    cfg.teacher.cache, cfg.teacher.cache_topk, cfg.train.output_dir = str(tmp_path / "no-cache"), 3, str(tmp_path)
+    trainer = BenchmarkTrainer(cfg)
+    batch = trainer.synthetic_batch()
+    assert trainer.teacher is None and batch["teacher_values"].shape == (BATCH, 3)
+    assert batch["teacher_features"].shape == (BATCH, 512) and batch["teacher_tail"].shape == (BATCH, 1)
+    assert (batch["teacher_values"][:, 0] == 0).all() and (batch["teacher_values"].diff(dim=1) <= 0).all()
+    assert all(len(set(row.tolist())) == 3 for row in batch["teacher_classes"])  # distinct classes per row
+    assert all(torch.isfinite(v) for v in trainer.train_step(batch).values())
+
+
 def test_benchmark_step_of_a_two_view_method_with_heads(tmp_path, capsys):
     result = run_benchmark(tiny_cfg(tmp_path, "dccd"), bench_args("step"))
     assert result["views"] == 2 and math.isfinite(result["images_per_s"]) and result["images_per_s"] > 0
