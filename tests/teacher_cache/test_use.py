@@ -31,7 +31,7 @@ def config(tmp_path, teacher, *extra, **overrides):
     return parse_args(tiny_run_args(tmp_path / "runs", teacher, **overrides) + list(extra))[0]
 
 
-def matching_cache(tmp_path, teacher, views=1, feature_dim=0, epochs=2, **overrides):
+def matching_cache(tmp_path, teacher, views=1, feature_dim=0, epochs=2, decoder="torchvision-pil", **overrides):
     """A cache whose manifest says it was made from this run's teacher and data (synthetic records:
     cache_fixtures.teacher_logits of (epoch, index, view), K = classes)."""
     cfg = config(tmp_path, teacher, **overrides)
@@ -39,7 +39,7 @@ def matching_cache(tmp_path, teacher, views=1, feature_dim=0, epochs=2, **overri
     made_from = {**use.run_teacher_identity(cfg, classes), **data_identity(cfg, names, labels, classes)}
     manifest = make_manifest(samples=len(names), epochs=epochs, world=2, views=views, topk=classes,
                              classes=classes, temperatures=(), feature_dim=feature_dim, batch_size=16, **made_from)
-    manifest.notes = {"teacher weights": str(teacher)}
+    manifest.notes = {"teacher weights": str(teacher), use.DECODER: decoder}
     write_cache(tmp_path / "cache", manifest)
     return tmp_path / "cache"
 
@@ -94,13 +94,16 @@ def test_a_cache_that_cannot_serve_the_run_stops_the_command_line_in_one_line(tm
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("metrics.jsonl"))
 
 
-def test_a_batch_carries_its_own_samples_records_to_the_methods(tmp_path, tiny_teacher):
+def test_a_batch_carries_its_own_samples_records_to_the_methods(tmp_path, tiny_teacher, caplog):
     """slkd from a cache: no teacher built, the teacher the methods see is cache_fixtures' logits of each
-    batch sample at this epoch (to fp16 rounding), and the self-learning teachers train."""
-    root = matching_cache(tmp_path, tiny_teacher, **{"data.aug_seed": 0})
+    batch sample at this epoch (to fp16 rounding), and the self-learning teachers train. The cache was
+    made from images another decoder decoded: a warning."""
+    root = matching_cache(tmp_path, tiny_teacher, decoder="dali-mixed", **{"data.aug_seed": 0})
     cfg = config(tmp_path, tiny_teacher, **{"data.aug_seed": 0, "teacher.cache": str(root), "method": "slkd"})
     trainer = Trainer(cfg)
     assert trainer.teacher is None and trainer.teacher_fn is None
+    assert (f"teacher cache {root} was made from images decoded by dali-mixed, this run decodes with "
+            "torchvision-pil") in caplog.text
     trainer.train_loader.set_epoch(1)
     batch = next(iter(trainer.train_loader))
     seen = trainer.teacher_outputs(batch, batch["images"]).logits_at(4.0)
