@@ -14,10 +14,10 @@ from pipeline.teacher_cache.loader_hooks import cache_pass_loaders, train_listin
 
 
 def test_folder_listing_names_files_relative_to_the_root():
-    listing = FolderListing(Path("/data/train"), ["a", "b", "c"], ["a/1.jpg", "b/2.jpg", "b/3.jpg"], [0, 1, 1])
+    listing = FolderListing(Path("/data/train"), ["a", "b", "c"], ["b/2.jpg", "a/1.jpg", "b/3.jpg"], [1, 0, 1])
     for given in (listing, SimpleNamespace(source=listing)):  # a listing, or a loader holding it
-        names, labels, classes = train_listing(given)
-        assert names == ["a/1.jpg", "b/2.jpg", "b/3.jpg"] and labels.tolist() == [0, 1, 1] and classes == 3
+        names, labels, classes = train_listing(given)  # in index order, as the listing has them
+        assert names == ["b/2.jpg", "a/1.jpg", "b/3.jpg"] and labels.tolist() == [1, 0, 1] and classes == 3
         assert labels.dtype == np.int64
 
 

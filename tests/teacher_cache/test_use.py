@@ -70,6 +70,8 @@ CASES = {  # what differs -> (flags of the run, words of its error)
     "features": (["--method", "icd+kd"], "was made with teacher.cache_features false, this run needs the teacher's "
                                          "features (icd in --method icd+kd)"),
     "missing": (["--teacher.cache", "NOWHERE"], "no manifest.json there"),
+    "no teacher": (["--teacher.checkpoint", "NOWHERE", "--teacher.train_if_missing", "true"],
+                   "(teacher.checkpoint): a run from teacher.cache"),
 }
 
 
