@@ -5,9 +5,9 @@
 timm's `Mixup` semantics, drawn per sample (its 'elem' mode): mixing is applied with probability
 `mix_prob`; when both alphas are > 0 it is CutMix with probability `switch_prob`, else mixup (only one > 0:
 that one); lambda ~ Beta(alpha, alpha) of the kind chosen. CutMix's box follows timm's `rand_bbox`: a cut
-of int(H sqrt(1 - lambda)) x int(W sqrt(1 - lambda)) pixels centred at a uniform integer pixel, half-sides
-cut // 2, clipped to the image; lambda is then the share of the image NOT pasted over (timm's
-`correct_lam`). lambda is the weight of the sample's own label (and, for mixup, of its own pixels).
+of int(H sqrt(1 - lambda)) x int(W sqrt(1 - lambda)) pixels around a uniform integer centre c (from
+c - cut // 2 to c + (cut + 1) // 2), clipped to the image; lambda is then the share of the image NOT
+pasted over (timm's `correct_lam`). lambda is the weight of the sample's own label (and, for mixup, of its own pixels).
 
 The partner is not drawn: it is the sample's pair-mate in the epoch's permutation, next to it in every
 batch (sharding.py, `train_pairs`), so the partner, lambda and box depend on the key alone and every
@@ -106,13 +106,13 @@ def mix_draws(aug_seed: int, epoch: int, index, spec: MixSpec, *, height: int, w
     lam = np.where(applied, lam, 1.0)
     cut &= applied
 
-    # timm's rand_bbox (no margin): half-sides of cut // 2 around a uniform integer centre, clipped
+    # timm's rand_bbox (no margin): the cut around a uniform integer centre, clipped
     ratio = np.sqrt(1 - lam)
     cut_h, cut_w = (height * ratio).astype(np.int64), (width * ratio).astype(np.int64)
     cy = np.minimum(np.floor(u[:, CENTRE_Y] * height), height - 1).astype(np.int64)
     cx = np.minimum(np.floor(u[:, CENTRE_X] * width), width - 1).astype(np.int64)
-    y0, y1 = np.clip(cy - cut_h // 2, 0, height), np.clip(cy + cut_h // 2, 0, height)
-    x0, x1 = np.clip(cx - cut_w // 2, 0, width), np.clip(cx + cut_w // 2, 0, width)
+    y0, y1 = np.clip(cy - cut_h // 2, 0, height), np.clip(cy + (cut_h + 1) // 2, 0, height)
+    x0, x1 = np.clip(cx - cut_w // 2, 0, width), np.clip(cx + (cut_w + 1) // 2, 0, width)
     box = np.where(cut[:, None], np.stack([x0, y0, x1, y1], axis=1), 0)
     area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
     lam = np.where(cut, 1 - area / (height * width), lam)

@@ -56,6 +56,8 @@ def apply(images, ops, negate, *, num_ops: int, magnitude: int, image_size: int)
     """images: uint8 HWC; ops, negate: per-sample int32 (num_ops,) from the feed."""
     suite = replayed_suite(image_size)
     signed = signed_bin(magnitude, random_sign=negate)
+    # (DALI 2.4's suite calls its deprecated `fn.experimental` aliases of filter and equalize: DALI warns,
+    # with a filter of its own that no caller's can silence)
     for k in range(num_ops):
         images = select(suite, ops[k], data=images, magnitude_bin=signed[k], num_magnitude_bins=BINS,
                         fill_value=FILL, interp_type=types.INTERP_LINEAR)
