@@ -38,10 +38,10 @@ class StudentEma(ModelEmaV3):
     @torch.no_grad()
     def update(self, student: nn.Module, step: int, skipped: torch.Tensor | None = None):
         """After the optimizer step `step` (1-based, the global step); `skipped`: the step's 0-d bool flag."""
+        ema_floats, student_floats, ema_others, student_others = self._entries(student)
         weight = 1.0 - self.get_decay(step)
         if skipped is not None:  # made on the device from the flag: neither read nor copied by the host
-            weight = torch.where(skipped, 0.0, weight)
-        ema_floats, student_floats, ema_others, student_others = self._entries(student)
+            weight = torch.where(skipped, 0.0, torch.full((), weight, dtype=ema_floats[0].dtype, device=skipped.device))
         diffs = torch._foreach_sub(student_floats, ema_floats)
         torch._foreach_mul_(diffs, weight)
         torch._foreach_add_(ema_floats, diffs)
