@@ -14,8 +14,9 @@ mixup + CutMix (the batch mixed on the device, the mixed-label CE); the student 
 
 Each case is built once; then rounds in a rotated order, each round of a case first taking a few untimed
 batches (what its loader prefetched while the others ran) and then timing `--batches` batches or steps.
-Figures: the median over rounds; `load` is the 1-minute load average sampled after each timed round
-(median), since other jobs may share the machine.
+Figures: the median over rounds of images per wall second and per CPU second of the whole process
+tree (loader workers included; less disturbed by other jobs on the machine than wall time); `load` is the
+1-minute load average sampled after each timed round (median), since other jobs may share the machine.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from common import load_average, markdown_table  # noqa: E402
-from loaders import make_dataset  # noqa: E402
+from loaders import make_dataset, tree_cpu_seconds  # noqa: E402
 from pipeline.config import AugmentConfig, Config, DataConfig, parse_args  # noqa: E402
 from pipeline.data import build_loaders  # noqa: E402
 
@@ -47,16 +48,24 @@ STEP_CASES["all"] = STEP_CASES["mixup+cutmix"] + STEP_CASES["ema"]
 UNTIMED = 3  # batches a case takes first in each round: what its loader prefetched while others ran
 
 
-def rounds(cases: dict, run_round, count: int) -> dict[str, dict[str, float]]:
-    """{case: {"per_s": median images/s, "load": median load average}} over `count` rotated rounds."""
+def rounds(cases: dict, run_round, count: int, prepare=lambda case: None) -> dict[str, dict[str, float]]:
+    """{case: {"per_s": images per wall s, "per_cpu_s": per CPU s, "load": load average}} (medians) over
+    `count` rotated rounds; prepare(case) runs untimed before each, run_round(case) is timed and returns its
+    number of images."""
     rates = {name: [] for name in cases}
+    cpu_rates = {name: [] for name in cases}
     loads = {name: [] for name in cases}
     order = list(cases)
     for r in range(count):
         for name in order[r % len(order):] + order[:r % len(order)]:
-            rates[name].append(run_round(cases[name]))
+            prepare(cases[name])
+            wall, cpu = time.perf_counter(), tree_cpu_seconds()
+            images = run_round(cases[name])
+            rates[name].append(images / (time.perf_counter() - wall))
+            cpu_rates[name].append(images / (tree_cpu_seconds() - cpu))
             loads[name].append(load_average())
-    return {name: {"per_s": statistics.median(rates[name]), "load": statistics.median(loads[name])} for name in cases}
+    return {name: {"per_s": statistics.median(rates[name]), "per_cpu_s": statistics.median(cpu_rates[name]),
+                   "load": statistics.median(loads[name])} for name in cases}
 
 
 class Batches:
@@ -86,14 +95,15 @@ def loader_costs(root: Path, backend: str, args) -> dict:
 
     def run_round(case):
         batches, size = case
-        for _ in range(UNTIMED):
-            batches.next()
-        start = time.perf_counter()
         for _ in range(args.batches):
             batches.next()
-        return args.batches * size / (time.perf_counter() - start)
+        return args.batches * size
 
-    return rounds(cases, run_round, args.rounds)
+    def prepare(case):  # untimed: the batches its loader prefetched while the other cases ran
+        for _ in range(UNTIMED):
+            case[0].next()
+
+    return rounds(cases, run_round, args.rounds, prepare)
 
 
 def step_costs(args) -> dict:
@@ -101,7 +111,8 @@ def step_costs(args) -> dict:
 
     cases, tmp = {}, tempfile.TemporaryDirectory()
     for name, flags in STEP_CASES.items():
-        cfg, _ = parse_args(["--method", "kd", "--data.image_size", str(args.step_size), "--train.batch_size", "32",
+        cfg, _ = parse_args(["--method", "kd", "--data.image_size", str(args.step_size), "--data.val_resize",
+                             str(args.step_size), "--train.batch_size", "32",
                              "--train.compile", "off", "--train.output_dir", tmp.name, "--train.name", name,
                              "--teacher.train_if_missing", "false", *flags])
         trainer = BenchmarkTrainer(cfg)
@@ -109,11 +120,12 @@ def step_costs(args) -> dict:
 
     def run_round(case):
         trainer, batch = case
-        trainer.train_step(batch)  # untimed, as the loader's rounds
-        start = time.perf_counter()
         for _ in range(args.batches):
             trainer.train_step(batch)
-        return args.batches * trainer.batch_plan.per_process / (time.perf_counter() - start)
+        return args.batches * trainer.batch_plan.per_process
+
+    for trainer, batch in cases.values():
+        trainer.train_step(batch)  # untimed: first-step allocations
 
     try:
         return rounds(cases, run_round, args.rounds)
@@ -128,9 +140,10 @@ def table(results: dict[str, dict]) -> str:
     rows = []
     for part, cases in results.items():
         base = cases["plain"]["per_s"]
-        rows += [[part, name, round(r["per_s"], 1), f"{r['per_s'] / base:.2f}", round(r["load"], 1)]
-                 for name, r in cases.items()]
-    return markdown_table(["what", "case", "images/s", "x plain", "load average"], rows)
+        cpu_base = cases["plain"]["per_cpu_s"]
+        rows += [[part, name, round(r["per_s"], 1), f"{r['per_s'] / base:.2f}", round(r["per_cpu_s"], 1),
+                  f"{r['per_cpu_s'] / cpu_base:.2f}", round(r["load"], 1)] for name, r in cases.items()]
+    return markdown_table(["what", "case", "images/s", "x plain", "images per CPU s", "x plain", "load average"], rows)
 
 
 def main(argv=None):
