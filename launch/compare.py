@@ -11,6 +11,10 @@ teacher, the gain over `none`, wall time per run), top1.png (top-1 per method wi
 val_top1.png (validation top-1 per epoch per method, mean over seeds) and curves.png (the first seed's
 loss terms, lr, images/s, top-1; launch/plot.py). Any further flag is a config flag for every run,
 e.g. `--train.epochs 2`; `--config` picks the recipe (default: the demo).
+
+`--variant NAME=FLAGS` (repeatable) adds a named row trained with extra config flags, e.g.
+`--variant "kd_mixup=--method kd --augment.mixup_alpha 1.0"`; with variants and no `--methods`, only the
+variants run.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import gc
 import json
 import logging
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -55,32 +60,50 @@ def views(method: str) -> int:
     return max(METHODS[n].views for n in parse_method(method))
 
 
-def run_one(base_argv: list[str], method: str, seed: int, out: Path, sweep=None) -> dict:
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """'NAME=FLAGS' -> (NAME, the flags split as a shell would)."""
+    name, _, flags = text.partition("=")
+    if not name.strip() or not flags.strip() or "+" in name:
+        raise ValueError(f"--variant {text!r}: expected NAME=FLAGS, e.g. 'kd_mixup=--augment.mixup_alpha 1.0' "
+                         "(a name without '+')")
+    return name.strip(), shlex.split(flags)
+
+
+def run_one(base_argv: list[str], method: str, seed: int, out: Path, flags: list[str] | None = None,
+            sweep=None) -> dict:
     """Train one (method, seed) run, or reuse it when finished; returns its summary ({"stopped": True} if a
-    signal stopped it: its checkpoint is kept and the next invocation continues it). `sweep`: the
-    comparison's teacher cache (compare_cache.py)."""
+    signal stopped it: its checkpoint is kept and the next invocation continues it). With `flags` (a
+    variant), `method` names the run and the flags (and any --method among them) configure it. `sweep`:
+    the comparison's teacher cache (compare_cache.py)."""
     from pipeline.trainer import Trainer
 
     run_dir = out / run_name(method, seed)
     if (run_dir / SUMMARY).is_file():
         return {**json.loads((run_dir / SUMMARY).read_text()), "reused": True}
+    chosen = flags if flags is not None else ["--method", method]
     seed_argv = ["--train.seed", str(seed)]
-    cfg, _ = parse_args(base_argv + ["--method", method] + seed_argv + ["--train.output_dir", str(out),
-                                     "--train.name", run_name(method, seed), "--train.baseline", "false"]
-                        + compare_cache.run_argv(sweep, base_argv, method, seed_argv))
+    cfg, _ = parse_args(base_argv + chosen + seed_argv + ["--train.output_dir", str(out),
+                                                          "--train.name", run_name(method, seed),
+                                                          "--train.baseline", "false"]
+                        + compare_cache.run_argv(sweep, base_argv, method, chosen, seed_argv))
     cpu = time.process_time()
     trainer = Trainer(cfg, resume="auto")
     summary = trainer.fit()
     cpu_s = round(time.process_time() - cpu, 1)  # this process's CPU time (all threads): less load-dependent
     if not summary.get("stopped") and trainer.accelerator.is_main_process:
-        summary = {**summary, "seed": seed, "views": views(method), "run_dir": str(run_dir), "cpu_s": cpu_s,
-                   "teacher_source": (sweep.sources.get(method, "live") if sweep else "live")
-                   if compare_cache.needs_teacher(method) else None}
+        summary = {**summary, "method": method, "seed": seed, "views": views(cfg.method), "run_dir": str(run_dir),
+                   "cpu_s": cpu_s, "teacher_source": (sweep.sources.get(method, "live") if sweep else "live")
+                   if compare_cache.needs_teacher(cfg.method) else None}
         # Written last: its presence means the run is finished.
         write_text_atomically(run_dir / SUMMARY, json.dumps(summary, indent=1) + "\n")
     del trainer
     gc.collect()  # loaders, banks and networks of one run must not pile up over 27 runs
     return summary
+
+
+def extra_top1(key: str) -> bool:
+    """Further networks' top-1 reported beside the student's: SLKD's sl1/sl2, the student EMA."""
+    return key.endswith("_top1") and (key.startswith("sl") or key == "ema_top1")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -97,8 +120,7 @@ def aggregate(results: list[dict], methods: list[str]) -> list[dict]:
         top1, top5 = mean_std([r["student_top1"] for r in runs]), mean_std([r["student_top5"] for r in runs])
         rows.append({"method": method, "seeds": len(runs), "top1": top1, "top5": top5,
                      "wall_s": statistics.fmean(r["wall_s"] for r in runs), "views": runs[0]["views"],
-                     "extra": {k: statistics.fmean(r[k] for r in runs) for k in runs[0]
-                               if k.startswith("sl") and k.endswith("_top1")}})
+                     "extra": {k: statistics.fmean(r[k] for r in runs) for k in runs[0] if extra_top1(k)}})
     base = {r["seed"]: r["student_top1"] for r in results if r["method"] == "none"}
     for row in rows:  # the gain is paired by seed: same data order and initial weights as `none`
         gains = [r["student_top1"] - base[r["seed"]] for r in results if r["method"] == row["method"]
@@ -196,7 +218,9 @@ def write_outputs(results: list[dict], methods: list[str], seeds: list[int], cfg
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated --method values")
+    parser.add_argument("--methods", default=None, help=f"comma-separated --method values (default: {DEFAULT_METHODS})")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                        help="a named row trained with these config flags added (repeatable)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 per method")
     parser.add_argument("--out", default="runs/compare", help="folder for the runs and the results")
     parser.add_argument("--teacher-cache", default="", metavar="PATH|auto",
@@ -210,19 +234,24 @@ def main(argv=None) -> dict:
     args, config_argv = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    method_list = args.methods if args.methods is not None else ("" if args.variant else DEFAULT_METHODS)
+    methods = [m.strip() for m in method_list.split(",") if m.strip()]
     seeds = list(range(args.seeds))
     try:
         cfg, _ = parse_args(config_argv)
         for m in methods:
             parse_method(m)
+        variants = dict(parse_variant(v) for v in args.variant)
+        run_methods = {m: m for m in methods}  # row name -> the --method it trains
+        run_methods.update({name: parse_args(config_argv + flags)[0].method for name, flags in variants.items()})
     except (ConfigError, ValueError) as e:
         sys.exit(f"error: {e}")
+    methods += [name for name in variants if name not in methods]
     if args.seeds < 1 or not methods:
         sys.exit("error: --seeds must be >= 1 and --methods must name at least one method")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    needs_teacher = any(METHODS[n].needs_teacher for m in methods for n in parse_method(m))
+    needs_teacher = any(METHODS[n].needs_teacher for m in methods for n in parse_method(run_methods[m]))
     if needs_teacher and not args.report_only and cfg.teacher.train_if_missing and not Path(cfg.teacher.checkpoint).is_file():
         print(f"[compare] teacher {cfg.teacher.checkpoint} missing: training it once", flush=True)
         wall, cpu = time.time(), time.process_time()
@@ -232,7 +261,8 @@ def main(argv=None) -> dict:
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
     start = time.time()
     try:
-        sweep = None if args.report_only else compare_cache.prepare(args.teacher_cache, cfg, config_argv, methods, out)
+        sweep = None if args.report_only else compare_cache.prepare(args.teacher_cache, cfg, config_argv,
+                                                                    sorted(set(run_methods.values())), out)
     except UserError as e:
         sys.exit(f"error: {e}")
     if sweep is not None:
@@ -248,12 +278,13 @@ def main(argv=None) -> dict:
                 continue
             print(f"{tag}: {'reusing' if (out / run_name(method, seed) / SUMMARY).is_file() else 'training'}",
                   flush=True)
-            if sweep is not None and compare_cache.needs_teacher(method):
-                compare_cache.run_argv(sweep, config_argv, method, ["--train.seed", str(seed)])
+            if sweep is not None and compare_cache.needs_teacher(run_methods[method]):
+                compare_cache.run_argv(sweep, config_argv, method, variants.get(method, ["--method", method]),
+                                       ["--train.seed", str(seed)])
                 if sweep.sources[method] != "cache" and seed == seeds[0]:
                     print(f"{tag}: live teacher: the cache cannot serve it ({sweep.sources[method][6:]})", flush=True)
             try:
-                summary = run_one(config_argv, method, seed, out, sweep)
+                summary = run_one(config_argv, method, seed, out, variants.get(method), sweep)
             except Exception as e:  # one failing method must not cost the others' results
                 log.exception("%s failed", tag)
                 print(f"{tag}: FAILED ({type(e).__name__}: {e})", flush=True)
@@ -264,8 +295,8 @@ def main(argv=None) -> dict:
                 return {"stopped": True}
             results.append({k: summary.get(k) for k in (
                 "method", "seed", "student_top1", "student_top5", "teacher_top1", "teacher_top5", "wall_s",
-                "epochs", "views", "skipped_steps", "cpu_s", "run_dir", "teacher_source")} | {k: v for k, v in summary.items()
-                                                                  if k.startswith("sl") and k.endswith("_top1")})
+                "epochs", "views", "skipped_steps", "cpu_s", "run_dir", "teacher_source")} | {
+                    k: v for k, v in summary.items() if extra_top1(k)})
             teacher = f", teacher {summary['teacher_top1']:.2f}" if summary.get("teacher_top1") is not None else ""
             print(f"{tag}: top-1 {summary['student_top1']:.2f}, top-5 {summary['student_top5']:.2f}{teacher}, "
                   f"{summary['wall_s']:.0f} s{' (reused)' if summary.get('reused') else ''}; "

@@ -69,17 +69,19 @@ def prepare(spec: str, cfg: Config, config_argv: list[str], methods: list[str], 
     return SweepCache(root, aug_seed, pass_s=time.time() - start)
 
 
-def run_argv(sweep: SweepCache | None, base_argv: list[str], method: str, seed_argv: list[str]) -> list[str]:
-    """The flags that make a run of `method` read its teacher from the cache, or only take the cache's
-    aug_seed when the cache cannot serve it (the reason kept in `sweep.sources`)."""
+def run_argv(sweep: SweepCache | None, base_argv: list[str], name: str, run_flags: list[str],
+             seed_argv: list[str]) -> list[str]:
+    """The flags that make the run `name` (configured by `run_flags`: `--method M`, or a variant's flags)
+    read its teacher from the cache, or only take the cache's aug_seed when the cache cannot serve it (the
+    reason kept in `sweep.sources`)."""
     if sweep is None:
         return []
     flags = ["--data.aug_seed", str(sweep.aug_seed)]
-    if not needs_teacher(method):
+    if not needs_teacher(parse_args(base_argv + run_flags)[0].method):
         return flags
-    if method not in sweep.sources:
-        sweep.sources[method] = source(sweep, base_argv + ["--method", method] + seed_argv + flags)
-    return flags + (["--teacher.cache", str(sweep.root)] if sweep.sources[method] == "cache" else [])
+    if name not in sweep.sources:
+        sweep.sources[name] = source(sweep, base_argv + run_flags + seed_argv + flags)
+    return flags + (["--teacher.cache", str(sweep.root)] if sweep.sources[name] == "cache" else [])
 
 
 def source(sweep: SweepCache, argv: list[str]) -> str:

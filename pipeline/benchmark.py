@@ -1,5 +1,7 @@
 """`launch/imagenet.py --benchmark step|loader`: what one process sustains with this config, measured
-before a 90-epoch job.
+before a 90-epoch job. Both measure the configured augmentation too: the loader draws and applies
+RandAugment and draws the mixing parameters; the step mixes the batch on the device (with parameters
+drawn as the loader would), computes the mixed-label CE and updates the EMA.
 
 `step` pushes a synthetic batch, made once on the training device (no loader), through the real
 `Trainer.train_step` of the configured method and model pair (a random teacher when its weights are
@@ -36,7 +38,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.batch import plan_batch
 from pipeline.config import Config
-from pipeline.data import build_loaders
+from pipeline.data import augment_specs, build_loaders
+from pipeline.data.mix_draws import mix_draws
 from pipeline.errors import BadInputError
 from pipeline.methods import METHODS, NetOutput, Outputs, parse_method, teacher_needs
 from pipeline.models import create_network, freeze
@@ -148,9 +151,15 @@ class BenchmarkTrainer(Trainer):
         images = torch.randn(self.views * b, 3, size, size, generator=generator).to(device)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
+        index = torch.randint(self.train_loader.num_samples, (b,), generator=generator)
         batch = {"images": images,
                  "labels": torch.randint(self.train_loader.num_classes, (b,), generator=generator).to(device),
-                 "index": torch.randint(self.train_loader.num_samples, (b,), generator=generator).to(device)}
+                 "index": index.to(device)}
+        mix, _ = augment_specs(self.cfg.augment)
+        if mix.active:  # the parameters the loader would carry: the step mixes on the device as in training
+            lam, box = mix_draws(0, 0, index.numpy(), mix, height=size, width=size)
+            batch["mix_lam"] = torch.from_numpy(lam).repeat(self.views).to(device)
+            batch["mix_box"] = torch.from_numpy(box).repeat(self.views, 1).to(device)
         if self.cache is not None:
             batch.update({k: v.to(device) for k, v in self.synthetic_records(self.views * b, generator).items()})
         return batch
@@ -314,7 +323,7 @@ def benchmark_loader(cfg: Config, args: argparse.Namespace) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = plan_batch(cfg.train, processes=1).per_process  # one process, as the step benchmark
     train, _ = build_loaders(cfg.data, batch_size=batch, views=views, seed=cfg.train.seed,
-                             rank=0, world=1, device=device)
+                             rank=0, world=1, device=device, augment=cfg.augment)
     total = args.benchmark_warmup + args.benchmark_steps
     if len(train) < total:
         raise ValueError(f"--benchmark loader: the train loader has {len(train)} batches of {batch}, "

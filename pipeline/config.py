@@ -104,6 +104,27 @@ class DataConfig(Section):
     real_labels: str = Field("", description="ImageNet-ReaL top-1 on val: 'timm' (labels shipped with timm), a real.json path, or '' (off)")
 
 
+class AugmentConfig(Section):
+    mixup_alpha: float = Field(
+        0.0, ge=0, description="mixup: lambda ~ Beta(alpha, alpha) per sample, partner = its pair-mate in the epoch's "
+                               "order; teacher and student see the same mixed image (0 = off; timm's --mixup)")
+    cutmix_alpha: float = Field(0.0, ge=0, description="CutMix: the same, pasting a box of the mate (0 = off; timm's --cutmix)")
+    mix_prob: float = Field(1.0, ge=0, le=1, description="probability that a sample is mixed at all (timm's --mixup-prob)")
+    switch_prob: float = Field(
+        0.5, ge=0, le=1, description="with both alphas > 0: probability of CutMix instead of mixup (timm's --mixup-switch-prob)")
+    randaug_ops: int = Field(
+        0, ge=0, le=14, description="RandAugment: operations per view, replayed from data.aug_seed (0 = off; timm's rand-n)")
+    randaug_magnitude: int = Field(9, ge=0, le=30, description="RandAugment: magnitude bin of 31 (timm's rand-m)")
+
+
+class EMAConfig(Section):
+    decay: float = Field(
+        0.0, ge=0, lt=1, description="student EMA (timm's ModelEmaV3) decay per optimizer step; a skipped step leaves it "
+                                     "untouched; evaluated as ema_top1/ema_top5 (0 = off; timm's --model-ema-decay)")
+    warmup: bool = Field(False, description="timm's warm-up: decay min(ema.decay, 1 - (1 + step)^(-2/3)) (--model-ema-warmup)")
+    export: bool = Field(False, description="also export the EMA weights beside the student's: student_ema.safetensors, student_ema/")
+
+
 class TrainConfig(Section):
     epochs: int = Field(100, ge=1, description="training epochs")
     batch_size: int = Field(256, ge=1, description="images per process per step (global batch: this x processes)")
@@ -121,6 +142,8 @@ class TrainConfig(Section):
     warmup_lr: float = Field(1e-5, ge=0, description="learning rate at the start of the warm-up")
     min_lr: float = Field(0.0, ge=0, description="cosine schedule: final learning rate")
     ce_weight: float = Field(1.0, ge=0, description="gamma: weight of the student's cross-entropy")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="CE target (1 - eps) onehot + eps / classes; with mixup/CutMix, of both labels (timm's --smoothing)")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     tf32: bool = Field(
         False, description="CUDA: TF32 tensor cores for float32 matmuls and convolutions (faster, ~1e-3 relative error; "
@@ -206,6 +229,9 @@ class Config(Section):
     student: ModelConfig = Field(default_factory=ModelConfig, description="the trained student")
     data: DataConfig = Field(default_factory=DataConfig, description="dataset and loaders")
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation, schedule, runs")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig,
+                                   description="train augmentation beyond crop and flip, replayed from data.aug_seed")
+    ema: EMAConfig = Field(default_factory=EMAConfig, description="a moving average of the student's weights")
     kd: KDConfig = Field(default_factory=KDConfig, description="Hinton KD")
     dkd: DKDConfig = Field(default_factory=DKDConfig, description="difference KD between two views")
     icd: ICDConfig = Field(default_factory=ICDConfig, description="ICD; in-batch: see icd.negatives")

@@ -33,9 +33,11 @@ from pipeline.config import Config, to_yaml
 from pipeline.data import build_loaders
 from pipeline.device import use_cpu
 from pipeline.distiller import Distiller
+from pipeline.ema import StudentEma
 from pipeline.errors import BadInputError
 from pipeline.metrics import count_hits, real_label_table
 from pipeline.methods import METHODS, MethodContext, NetOutput, build_methods, parse_method
+from pipeline.mixing import mix_images
 from pipeline.models import Network, create_network, export_network, fold_batchnorm, freeze
 from pipeline.nonfinite import BufferSnapshot, NonFiniteSteps
 from pipeline.optim import create_optimizer, create_scheduler
@@ -80,6 +82,7 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.accelerator.register_for_checkpointing(self.scheduler)
         self.distiller: Distiller = self.accelerator.unwrap_model(self.model)
+        self.ema = self.create_ema()
         self.step_fn = self.create_compiled_step()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.nonfinite = NonFiniteSteps(self.params, cfg.train.skip_nonfinite)
@@ -130,7 +133,7 @@ class Trainer:
             train, val = build_loaders(
                 self.cfg.data, batch_size=self.batch_plan.per_process, views=self.views, seed=self.cfg.train.seed,
                 rank=self.accelerator.process_index, world=self.accelerator.num_processes,
-                device=self.accelerator.device)
+                device=self.accelerator.device, augment=self.cfg.augment)
         self.steps_per_epoch = len(train)
         if self.cfg.train.steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, self.cfg.train.steps_per_epoch)
@@ -182,11 +185,20 @@ class Trainer:
                             sample_labels=getattr(self.train_loader, "sample_labels", None),
                             build_teacher_like=lambda: self.create_network(
                                 type(self.cfg.teacher)(arch=self.cfg.teacher.arch)))
-        model = Distiller(student, build_methods(self.cfg.method, ctx), self.cfg.train.ce_weight)
+        model = Distiller(student, build_methods(self.cfg.method, ctx), self.cfg.train.ce_weight,
+                          self.cfg.train.label_smoothing)
         model = model.to(self.accelerator.device)
         if self.accelerator.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         return model
+
+    def create_ema(self) -> StudentEma | None:
+        """The student's moving average (ema.decay > 0), saved in every checkpoint (pipeline/ema.py)."""
+        if not self.cfg.ema.decay:
+            return None
+        ema = StudentEma(self.distiller.student, self.cfg.ema.decay, self.cfg.ema.warmup)
+        self.accelerator.register_for_checkpointing(ema)
+        return ema
 
     def create_compiled_step(self):
         """The student step compiled on its own; the teacher on its own too, with its (folded, frozen)
@@ -235,6 +247,9 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.export_student(self.run_dir / "student.safetensors")
             self.export_student(self.run_dir / "student")
+            if self.ema is not None and self.cfg.ema.export:
+                for path in (self.run_dir / "student_ema.safetensors", self.run_dir / "student_ema"):
+                    export_network(self.ema.module.model, path, self.cfg.data.image_size, self.cfg.data.val_resize)
             self.writer.close()
         self.accelerator.print("SUMMARY " + json.dumps(summary))
         return summary
@@ -279,12 +294,15 @@ class Trainer:
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """One optimizer step that never waits on the host; returns the detached loss terms."""
         images, labels = batch["images"], batch["labels"].repeat(self.views)
+        mix_lam = batch.get("mix_lam")
+        if mix_lam is not None:  # consistent mixup / CutMix: mixed once, here, for teacher and student alike
+            images = mix_images(images, mix_lam, batch["mix_box"])
         if images.device.type == "cuda":  # loaders deliver channels_last already: then this is free
             images = images.contiguous(memory_format=torch.channels_last)
         self.buffers.take()  # what a skipped step puts back
         with self.accelerator.autocast():
             teacher_out = self.teacher_outputs(batch, images)
-            terms = self.step_fn(images, labels, teacher_out, self.views, batch.get("index"))
+            terms = self.step_fn(images, labels, teacher_out, self.views, batch.get("index"), mix_lam)
             loss = sum(terms.values())
         # A non-finite loss turns this rank's gradients to NaN, and DDP's gradient all-reduce carries that
         # to every rank (a term can be non-finite while its gradient is not): the flag below is then the
@@ -296,6 +314,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.restore_if_skipped(skipped)
         self.scheduler.step_update(self.global_step + 1)
+        if self.ema is not None:  # after the buffers' restore: a skipped step leaves the average as it was
+            self.ema.update(self.distiller.student, self.global_step + 1, skipped)
         return {k: v.detach() for k, v in terms.items()}
 
     def teacher_outputs(self, batch: dict, images: torch.Tensor) -> NetOutput | None:
@@ -342,6 +362,8 @@ class Trainer:
         self.sync_batchnorm_statistics()
         distiller = self.accelerator.unwrap_model(self.model)
         networks = {"student": distiller.student}
+        if self.ema is not None:
+            networks["ema"] = self.ema.module
         for method in distiller.methods:
             networks.update(method.extra_networks())
         if self.teacher is not None and not any(h.get("teacher_top1") is not None for h in self.history):
@@ -387,6 +409,8 @@ class Trainer:
         if self.accelerator.num_processes > 1:
             timm.utils.distribute_bn(self.accelerator.unwrap_model(self.model), self.accelerator.num_processes,
                                      reduce=True)
+            if self.ema is not None:
+                timm.utils.distribute_bn(self.ema.module, self.accelerator.num_processes, reduce=True)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def progress(self, epoch_done: bool = False) -> dict:

@@ -112,3 +112,49 @@ def test_compare_from_one_teacher_cache(tmp_path, tiny_teacher, capsys, monkeypa
     lines = {r["method"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert lines["icd+kd"]["teacher_source"].startswith("live: teacher cache")
     assert "Live teacher for: icd+kd (" in (out / "results.md").read_text()
+
+
+def test_variants_train_with_their_flags_and_report_under_their_names(tmp_path, monkeypatch):
+    """`--variant NAME=FLAGS` rows: each run's config has the variant's flags on top of the common ones, the
+    rows are named after the variants, and the EMA's top-1 is reported beside the student's (no training:
+    a stand-in Trainer returns a summary computed from the config it was given)."""
+    from types import SimpleNamespace
+
+    import pipeline.trainer
+
+    configs = []
+
+    class StandIn:
+        def __init__(self, cfg, resume=""):
+            configs.append(cfg)
+            self.cfg, self.accelerator = cfg, SimpleNamespace(is_main_process=True)
+            (Path(cfg.train.output_dir) / cfg.train.name).mkdir(parents=True)
+
+        def fit(self):
+            c = self.cfg
+            ema = {"ema_top1": 60.0 + c.train.seed} if c.ema.decay else {}
+            return {"method": c.method, "student_top1": 40.0 + 10 * c.augment.mixup_alpha + c.train.seed,
+                    "student_top5": 90.0, "teacher_top1": None, "teacher_top5": None, "wall_s": 1.0,
+                    "epochs": c.train.epochs, **ema}
+
+    tables = []
+
+    def table_only(results, methods, seeds, cfg, out):  # the plots need real runs' metrics
+        tables.append(compare.markdown(compare.aggregate(results, methods), None, cfg, seeds))
+        (out / "results.md").write_text(tables[-1])
+        return {}
+
+    monkeypatch.setattr(pipeline.trainer, "Trainer", StandIn)
+    monkeypatch.setattr(compare, "write_outputs", table_only)
+    argv = ["--seeds", "2", "--out", str(tmp_path), "--variant", "plain=--method kd",
+            "--variant", "mixed=--method kd --augment.mixup_alpha 0.5 --ema.decay 0.9", "--train.epochs", "3",
+            "--teacher.train_if_missing", "false"]
+    compare.main(argv)
+    assert [(c.train.name, c.method, c.augment.mixup_alpha, c.ema.decay, c.train.epochs) for c in configs] == [
+        ("plain-seed0", "kd", 0.0, 0.0, 3), ("mixed-seed0", "kd", 0.5, 0.9, 3),
+        ("plain-seed1", "kd", 0.0, 0.0, 3), ("mixed-seed1", "kd", 0.5, 0.9, 3)]
+    table = tables[-1]
+    assert "| plain | 2 | 40.50 +- 0.71 |" in table  # seeds 0, 1: 40, 41
+    assert "| mixed | 2 | 45.50 +- 0.71; ema 60.50 |" in table
+    with pytest.raises(SystemExit, match="NAME=FLAGS"):
+        compare.main(["--variant", "no flags", "--out", str(tmp_path)])

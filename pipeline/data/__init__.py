@@ -25,6 +25,8 @@ Hooks for the teacher cache and other per-sample data (train loaders of both bac
                                       arrays are pipeline outputs and reach the GPU with the images) or
                                       the torchvision workers. Keys are learnt by one call on sample 0.
                                       `attach_extras(None)` detaches.
+  loader.set_augment(mix, randaug)    mixup/CutMix parameters as the extras `mix_lam`, `mix_box` (and the pair plans:
+                                      mates side by side), RandAugment after the crop (planned.py)
   loader.set_plan("every_sample")     every dataset index once per epoch, rank r reading r, r + world, ...
                                       (as validation does), padded to whole batches with `valid`; the
                                       views are the train views of the epoch set by `set_epoch`.
@@ -38,10 +40,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import DataConfig
+from pipeline.config import AugmentConfig, DataConfig
 from pipeline.data.demo import prepare_demo_data
 from pipeline.data.filelist import read_file_lists
 from pipeline.data.folder import FolderListing, list_image_folder
+from pipeline.data.mix_draws import MixSpec
+from pipeline.data.rand_augment import RandAugmentSpec
 from pipeline.data.torch_loader import TorchLoader
 from pipeline.data.webdataset import Shards, list_shards
 from pipeline.errors import BadInputError
@@ -81,11 +85,28 @@ def aug_seed(cfg: DataConfig, seed: int) -> int:
     return seed if cfg.aug_seed < 0 else cfg.aug_seed
 
 
+def augment_specs(cfg: AugmentConfig) -> tuple[MixSpec, RandAugmentSpec]:
+    return (MixSpec(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_prob, cfg.switch_prob),
+            RandAugmentSpec(cfg.randaug_ops, cfg.randaug_magnitude))
+
+
 def build_loaders(cfg: DataConfig, *, batch_size: int, views: int, seed: int, rank: int, world: int,
-                  device: torch.device, train_plan: str = "train"):
+                  device: torch.device, train_plan: str = "train", augment: AugmentConfig | None = None):
     """Train loader (`views` views per image) and val loader (one view) for this process; `seed` orders
-    the samples (train.seed), `data.aug_seed` draws the views; `train_plan` is the train loader's plan
-    (`set_plan`), set before its size is checked."""
+    the samples (train.seed), `data.aug_seed` draws the views and the `augment` section's draws;
+    `train_plan` is the train loader's plan (`set_plan`), set before its size is checked."""
+    train, val = _build_loaders(cfg, batch_size=batch_size, views=views, seed=seed, rank=rank, world=world,
+                                device=device, train_plan=train_plan)
+    if augment is not None:
+        train.set_augment(*augment_specs(augment))
+        if len(train) == 0:
+            raise BadInputError(f"{train.num_samples} train images make fewer than one batch of {batch_size} (in mate pairs)"
+                                f" per process on {world} processes; lower train.batch_size")
+    return train, val
+
+
+def _build_loaders(cfg: DataConfig, *, batch_size: int, views: int, seed: int, rank: int, world: int,
+                   device: torch.device, train_plan: str):
     root = dataset_root(cfg)
     backend = resolve_backend(cfg)
     common = dict(batch_size=batch_size, image_size=cfg.image_size, val_resize=cfg.val_resize,

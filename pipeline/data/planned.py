@@ -1,5 +1,12 @@
 """What the DALI and torchvision loaders share: the epoch's sample plan, the replayed views of each step,
-per-sample extras, and the resume state. A subclass decodes; this class decides what is decoded.
+the replayed augmentations (`set_augment`), per-sample extras, and the resume state. A subclass decodes;
+this class decides what is decoded.
+
+Augmentations (`set_augment`, train loaders): RandAugment's operations and signs per view
+(rand_augment.py), applied by the subclass after the crop; mixup / CutMix parameters per sample
+(mix_draws.py), carried with each batch as the extras `mix_lam` and `mix_box` for the trainer to apply on
+the device (pipeline/mixing.py), with the plans switched to their pair versions (sharding.PAIRED) so that
+mates sit side by side. Both are pure functions of (aug_seed, epoch, index[, view]), like the views.
 
 A loader's batches are fixed by (plan, epoch, step): the plan (sharding.py) names the samples of each
 step, views.py the crop window and flip of each view of each of them, and nothing draws a random number
@@ -16,8 +23,10 @@ import numpy as np
 import torch
 
 from pipeline.data.folder import FolderListing
+from pipeline.data.mix_draws import MIX_KEYS, MixSpec, mix_draws
+from pipeline.data.rand_augment import RandAugmentSpec, rand_augment_draws
 from pipeline.data.sample_table import SampleTable, sample_table
-from pipeline.data.sharding import PLANS, epoch_plan, train_steps, val_indices
+from pipeline.data.sharding import PAIRED, PLANS, epoch_plan, every_pair_steps, pair_steps, train_steps, val_indices
 from pipeline.data.views import Views, view_windows
 from pipeline.data.webdataset import Shards
 from pipeline.errors import BadInputError
@@ -51,8 +60,11 @@ class PlannedLoader:
         self.plan_kind = "train" if train else "val"
         self.epoch, self.start_step = 0, 0
         self.max_steps: int | None = None  # train plan: the trainer's steps per epoch, when it takes fewer
-        self.extras_fn: ExtrasFn | None = None
+        self.extras_fn: ExtrasFn | None = None  # what batches carry: the attached function and the mixing's
         self.extras_keys: list[str] = []
+        self.user_extras: ExtrasFn | None = None  # the function given to `attach_extras`
+        self.mix: MixSpec | None = None
+        self.rand_augment: RandAugmentSpec | None = None
         self.position = (0, 0)  # (epoch, steps of it consumed): what state_dict records
         self._arange = torch.arange(batch_size, device=device)  # validity masks are computed on the device
 
@@ -67,11 +79,15 @@ class PlannedLoader:
             raise ValueError(f"unknown sample plan {kind!r}; choose from {', '.join(PLANS)}")
         self.plan_kind = kind
 
+    def plan_name(self) -> str:
+        """The sharding plan read: the pair version of the plan while the loader mixes."""
+        return PAIRED.get(self.plan_kind, self.plan_kind) if self.mix else self.plan_kind
+
     def epoch_plan(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(steps, B) dataset indices of the whole current epoch and its validity mask (None: all valid)."""
         if self.plan_kind == "val":
             return val_indices(self.num_samples, self.batch_size, self.rank, self.world)
-        index, valid = epoch_plan(self.plan_kind, self.num_samples, self.batch_size, self.rank, self.world,
+        index, valid = epoch_plan(self.plan_name(), self.num_samples, self.batch_size, self.rank, self.world,
                                   self.seed, self.epoch)
         return index[:self.steps()], valid
 
@@ -82,8 +98,11 @@ class PlannedLoader:
     def steps(self) -> int:
         """Steps of a whole epoch (without drawing the train permutation)."""
         if self.plan_kind == "train":
-            steps = train_steps(self.num_samples, self.batch_size, self.world)
+            count = pair_steps if self.mix else train_steps
+            steps = count(self.num_samples, self.batch_size, self.world)
             return steps if self.max_steps is None else min(steps, self.max_steps)
+        if self.plan_kind == "every_sample" and self.mix:
+            return every_pair_steps(self.num_samples, self.batch_size, self.world)
         per_rank = -(-self.num_samples // self.world)
         return -(-per_rank // self.batch_size)
 
@@ -104,8 +123,14 @@ class PlannedLoader:
 
     def valid(self, step: int) -> torch.Tensor:
         """(B,) bool on the device, False on padding: a padded plan gives rank r the dataset indices r,
-        r + world, ... (sharding.val_indices), so position p of step s is valid when that index exists."""
-        return self.rank + self.world * (step * self.batch_size + self._arange) < self.num_samples
+        r + world, ... (sharding.val_indices), so position p of step s is valid when that index exists;
+        `every_pair` gives it pairs r, r + world, ... and the odd sample's second copy is not valid."""
+        if self.plan_name() != "every_pair":
+            return self.rank + self.world * (step * self.batch_size + self._arange) < self.num_samples
+        pairs = -(-self.num_samples // 2)
+        q = self.rank + self.world * (step * (self.batch_size // 2) + self._arange // 2)
+        second_of_odd = (q == pairs - 1) & (self._arange % 2 == 1) & (self.num_samples % 2 == 1)
+        return (q < pairs) & ~second_of_odd
 
     # ---- views and extras of a step ----
     def view_params(self, index: np.ndarray, epoch: int) -> Views:
@@ -118,14 +143,36 @@ class PlannedLoader:
         key as a tensor on the device shaped (views * B, ...), view-major like `images` (row v * B + b is
         view v of sample b). `fn` runs where the batch is assembled (DALI: the external source, so the
         arrays reach the GPU with the images; torchvision: inside the worker processes). The keys are
-        learnt by calling it once on sample 0; None detaches."""
-        self.extras_fn, self.extras_keys = fn, []
+        learnt by calling it once on sample 0; None detaches. The mixing's keys are carried beside them."""
         if fn is not None:
-            probe = self.extras(np.zeros(1, dtype=np.int64), 0)
-            clash = set(probe) & {"images", "labels", "index", "valid"}
+            clash = set(fn(0, np.zeros(1, dtype=np.int64), self.views)) & {"images", "labels", "index", "valid",
+                                                                           *MIX_KEYS}
             if clash:
                 raise ValueError(f"attach_extras: keys {sorted(clash)} are the batch's own")
-            self.extras_keys = sorted(probe)
+        self.user_extras = fn
+        self.extras_fn = Carried(fn, self.mix, self.aug_seed, self.image_size) if fn or self.mix else None
+        self.extras_keys = []
+        if self.extras_fn is not None:
+            self.extras_keys = sorted(self.extras(np.zeros(1, dtype=np.int64), 0))
+
+    def set_augment(self, mix: MixSpec | None = None, rand_augment: RandAugmentSpec | None = None):
+        """Train loaders: mixup / CutMix parameters carried with each batch (and the pair plans), RandAugment
+        applied after the crop; None or an inactive spec turns each off. Set before iterating."""
+        if not self.train:
+            raise ValueError("set_augment: the validation loader is not augmented")
+        mix = mix if mix is not None and mix.active else None
+        if mix is not None and self.batch_size % 2:
+            raise BadInputError(f"mixup / CutMix pair each sample with a mate in the same batch: the per-process "
+                                f"batch must be even, got {self.batch_size} (train.batch_size / global_batch_size)")
+        self.mix = mix
+        self.rand_augment = rand_augment if rand_augment is not None and rand_augment.active else None
+        self.attach_extras(self.user_extras)  # the mixing's keys join the extras (a subclass rebuilds)
+
+    def rand_augment_params(self, index: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """RandAugment's (operations, negate flags) of `epoch`'s views of `index`, (B, views, num_ops) each."""
+        if self.rand_augment is None:
+            return None
+        return rand_augment_draws(self.aug_seed, epoch, index, views=self.views, num_ops=self.rand_augment.num_ops)
 
     def extras(self, index: np.ndarray, epoch: int) -> dict[str, np.ndarray]:
         """The attached extras of `index` at `epoch`, shape-checked."""
@@ -137,7 +184,8 @@ class PlannedLoader:
         return {"num_samples": self.num_samples, "batch_size": self.batch_size, "views": self.views,
                 "image_size": self.image_size, "min_area": self.min_area, "max_steps": self.max_steps,
                 "seed": self.seed, "aug_seed": self.aug_seed, "rank": self.rank, "world": self.world,
-                "decoder": self.decoder}
+                "decoder": self.decoder, "mix": self.mix.as_dict() if self.mix else None,
+                "rand_augment": self.rand_augment.as_dict() if self.rand_augment else None}
 
     def state_dict(self) -> dict:
         """Where the loader is (epoch, steps of it consumed, plan) and what it was built with."""
@@ -162,6 +210,22 @@ def replayed_views(table: SampleTable, aug_seed: int, epoch: int, index: np.ndar
     """views.view_windows on the stored image sizes of `index`."""
     sizes = table.sizes[index]
     return view_windows(aug_seed, epoch, index, sizes[:, 0], sizes[:, 1], views=views, min_area=min_area)
+
+
+class Carried:
+    """The extras function batches carry: the attached one's arrays and the mixing parameters of each view
+    (the same for both views of a sample). A class, not a closure: a spawned worker can unpickle it."""
+
+    def __init__(self, fn: ExtrasFn | None, mix: MixSpec | None, aug_seed: int, image_size: int):
+        self.fn, self.mix, self.aug_seed, self.image_size = fn, mix, aug_seed, image_size
+
+    def __call__(self, epoch: int, index: np.ndarray, views: int) -> dict[str, np.ndarray]:
+        arrays = dict(self.fn(epoch, index, views)) if self.fn is not None else {}
+        if self.mix is not None:
+            lam, box = mix_draws(self.aug_seed, epoch, index, self.mix, height=self.image_size, width=self.image_size)
+            arrays["mix_lam"] = np.repeat(lam[:, None], views, axis=1)
+            arrays["mix_box"] = np.repeat(box[:, None], views, axis=1)
+        return arrays
 
 
 def call_extras(fn: ExtrasFn | None, keys: list[str], epoch: int, index: np.ndarray,

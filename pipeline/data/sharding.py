@@ -6,6 +6,16 @@ processes, padded to whole batches with `valid = False` (pad and mask, never dup
 Every sample (`every_sample`, the teacher-cache pass over the train set): the validation split of the
 dataset indices (rank r: r, r + world, ...; padded, with `valid`), the same for every epoch: only the
 views change with the epoch. `epoch_plan(kind, ...)` picks one by name (PLANS).
+
+Pairs (mixup and CutMix, pipeline/data/mix_draws.py): a sample mixes with its pair-mate, the sample next
+to it in the epoch's permutation (positions 2k and 2k + 1; `pair_permutation`). `train_pairs` is the
+train plan with whole pairs: pairs are split over ranks (rank r: pairs r, r + world, ...) and batches,
+mates always side by side (batch positions 2j and 2j + 1), so a sample's partner, and with it its mixed
+image, is the same for any world size and even batch. With an odd number of samples the permutation's
+last one has no mate and sits the epoch out, like the ragged tail. `every_pair` is `every_sample` for a
+run that mixes (the teacher-cache pass): every pair of the epoch once, split over ranks pair by pair
+(padded with `valid` False), and the odd sample as a pair with itself (its second copy not valid): mixing
+with itself leaves it unchanged, and it is never trained on in that epoch anyway.
 """
 from __future__ import annotations
 
@@ -19,8 +29,7 @@ def train_steps(num_samples: int, batch_size: int, world: int) -> int:
 def train_indices(num_samples: int, batch_size: int, rank: int, world: int, seed: int, epoch: int) -> np.ndarray:
     """(steps, batch_size) sample indices for this rank and epoch."""
     steps = train_steps(num_samples, batch_size, world)
-    perm = np.random.default_rng([seed, epoch]).permutation(num_samples)
-    mine = perm[rank::world][: steps * batch_size]
+    mine = permutation(num_samples, seed, epoch)[rank::world][: steps * batch_size]
     return mine.reshape(steps, batch_size)
 
 
@@ -34,7 +43,58 @@ def val_indices(num_samples: int, batch_size: int, rank: int, world: int) -> tup
     return idx.reshape(steps, batch_size), valid.reshape(steps, batch_size)
 
 
+def permutation(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's order of the dataset indices (every train plan reads it)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+
+
+def pair_permutation(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+    """(num_samples // 2, 2): the epoch's permutation read as consecutive pairs of mates; an odd last
+    sample is left out."""
+    return permutation(num_samples, seed, epoch)[:num_samples - num_samples % 2].reshape(-1, 2)
+
+
+def _half(batch_size: int) -> int:
+    if batch_size % 2:
+        raise ValueError(f"a pair plan needs an even batch, got {batch_size}")
+    return batch_size // 2
+
+
+def pair_steps(num_samples: int, batch_size: int, world: int) -> int:
+    return (num_samples // 2 // world) // _half(batch_size)
+
+
+def every_pair_steps(num_samples: int, batch_size: int, world: int) -> int:
+    pairs = -(-num_samples // 2)  # the odd sample is a pair of its own
+    return -(-(-(-pairs // world)) // _half(batch_size))
+
+
+def train_pair_indices(num_samples: int, batch_size: int, rank: int, world: int, seed: int,
+                       epoch: int) -> np.ndarray:
+    """(steps, batch_size) sample indices for this rank and epoch, mates at positions 2j and 2j + 1."""
+    steps, half = pair_steps(num_samples, batch_size, world), _half(batch_size)
+    mine = pair_permutation(num_samples, seed, epoch)[rank::world][:steps * half]
+    return mine.reshape(steps, batch_size)
+
+
+def every_pair_indices(num_samples: int, batch_size: int, rank: int, world: int, seed: int,
+                       epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, batch_size) indices and validity mask: every pair of the epoch once across ranks (and the odd
+    sample with itself), rank r taking pairs r, r + world, ...; padding reads sample 0, not valid."""
+    perm = permutation(num_samples, seed, epoch)
+    odd = num_samples % 2 == 1
+    pairs = np.concatenate([perm, perm[-1:]]) if odd else perm
+    pairs = pairs.reshape(-1, 2)
+    steps = every_pair_steps(num_samples, batch_size, world)
+    q = rank + world * np.arange(steps * _half(batch_size))  # this rank's pair numbers
+    exists = q < len(pairs)
+    index = np.where(exists[:, None], pairs[np.minimum(q, len(pairs) - 1)], 0)
+    valid = np.stack([exists, exists & ~(odd & (q == len(pairs) - 1))], axis=1)  # the odd sample counts once
+    return index.reshape(steps, batch_size), valid.reshape(steps, batch_size)
+
+
 PLANS = ("train", "every_sample")  # what a train loader's `set_plan` accepts
+PAIRED = {"train": "train_pairs", "every_sample": "every_pair"}  # the same plans for a run that mixes
 
 
 def epoch_plan(kind: str, num_samples: int, batch_size: int, rank: int, world: int, seed: int,
@@ -44,4 +104,8 @@ def epoch_plan(kind: str, num_samples: int, batch_size: int, rank: int, world: i
         return train_indices(num_samples, batch_size, rank, world, seed, epoch), None
     if kind == "every_sample":
         return val_indices(num_samples, batch_size, rank, world)
+    if kind == "train_pairs":
+        return train_pair_indices(num_samples, batch_size, rank, world, seed, epoch), None
+    if kind == "every_pair":
+        return every_pair_indices(num_samples, batch_size, rank, world, seed, epoch)
     raise ValueError(f"unknown sample plan {kind!r}; choose from {', '.join(PLANS)}")

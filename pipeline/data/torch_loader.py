@@ -3,7 +3,9 @@
 The fallback when DALI is not installed, and the reference the DALI loader is checked against. Train
 views are the replayed ones (views.py): each sample is decoded once, then each view is its window of
 the stored image (`resized_crop`, bilinear with antialias, to image_size x image_size) and its flip, so
-the windows are exactly the DALI loader's. Val: resize the shorter side to val_resize, centre crop.
+the windows are exactly the DALI loader's; RandAugment (when set) then applies the view's replayed
+operations to the crop with torchvision's code (rand_augment.py), before the flip. Val: resize the shorter
+side to val_resize, centre crop.
 A whole batch is assembled in a worker (`__getitems__`): views, labels, indices and attached extras,
 view-major, in pinned memory on CUDA.
 """
@@ -22,6 +24,7 @@ from torchvision.transforms import functional as F
 
 from pipeline.data.folder import FolderListing
 from pipeline.data.planned import PlannedLoader, call_extras, replayed_views
+from pipeline.data.rand_augment import TorchvisionRandAugment, rand_augment_draws
 from pipeline.data.webdataset import Shards
 
 
@@ -46,8 +49,16 @@ class ImageFiles(Dataset):
         self.source, self.table, self.train, self.views = loader.source, loader.table, loader.train, loader.views
         self.aug_seed, self.min_area, self.size = loader.aug_seed, loader.min_area, loader.image_size
         self.extras_fn, self.extras_keys = None, []
+        self.rand_augment, self.num_ops = None, 0
         self.val_transform = transforms.Compose([transforms.Resize(val_resize), transforms.CenterCrop(self.size)])
         self.mean, self.std = mean, std
+
+    def sync(self, loader: "TorchLoader"):
+        """Take the loader's extras and RandAugment (before the workers fork)."""
+        self.extras_fn, self.extras_keys = loader.extras_fn, loader.extras_keys
+        spec = loader.rand_augment
+        self.rand_augment = TorchvisionRandAugment(spec, self.size) if spec else None
+        self.num_ops = spec.num_ops if spec else 0
 
     def __len__(self):
         return len(self.table.labels)
@@ -58,9 +69,11 @@ class ImageFiles(Dataset):
     def __getitems__(self, keys: list[tuple[int, int]]) -> dict:
         index = np.array([k[0] for k in keys], dtype=np.int64)
         epoch = keys[0][1]
-        params = None
+        params = ops = None
         if self.train:
             params = replayed_views(self.table, self.aug_seed, epoch, index, self.views, self.min_area)
+            if self.rand_augment is not None:
+                ops, negate = rand_augment_draws(self.aug_seed, epoch, index, views=self.views, num_ops=self.num_ops)
         views: list[list[torch.Tensor]] = [[] for _ in range(self.views)]
         for b, i in enumerate(index.tolist()):
             image = self.decode(i)
@@ -71,6 +84,8 @@ class ImageFiles(Dataset):
                     x, y, w, h = params.windows[b, v].tolist()
                     crop = F.resized_crop(image, y, x, h, w, [self.size, self.size], InterpolationMode.BILINEAR,
                                           antialias=True)
+                    if ops is not None:
+                        crop = self.rand_augment(crop, ops[b, v], negate[b, v])
                     if params.flips[b, v]:
                         crop = F.hflip(crop)
                 views[v].append(F.normalize(F.to_tensor(crop), self.mean, self.std))
@@ -149,7 +164,7 @@ class TorchLoader(PlannedLoader):
 
     def attach_extras(self, fn):
         super().attach_extras(fn)
-        self.dataset.extras_fn, self.dataset.extras_keys = self.extras_fn, self.extras_keys
+        self.dataset.sync(self)
         self._loader = self._data_loader()  # the workers fork with the loader: new ones see the function
 
     def __iter__(self):

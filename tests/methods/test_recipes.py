@@ -49,3 +49,22 @@ def test_fast_recipe_is_its_paper_recipe_at_256_per_gpu_with_warm_up(name):
     assert {k: v for k, v in a.items() if k != "train"} == {k: v for k, v in b.items() if k != "train"}
     text = (CONFIG_DIR / "imagenet" / "fast" / name).read_text()
     assert "NOT MEASURED HERE" in text and "--benchmark-batches" in text and "Goyal et al." in text
+
+
+@pytest.mark.parametrize("name", ["r34_r18_funmatch.yaml", "r50_mbv1_funmatch.yaml"])
+def test_function_matching_recipe_is_the_papers_setting_where_we_follow_it(name):
+    """Beyer et al. (CVPR 2022, big_vision's bit_i1k.py): KL at T = 1 without labels, mixup Beta(1, 1) on
+    every image, inception crop of 5-100%, batch 4,096, cosine, 1,200 epochs; the pair is the papers' own."""
+    cfg, _ = parse_args(["--config", str(CONFIG_DIR / "imagenet" / name)])
+    base, _ = parse_args(["--config", str(CONFIG_DIR / "imagenet" / name.replace("_funmatch", ""))])
+    assert parse_method(cfg.method) == ["kd"] and (cfg.kd.temperature, cfg.kd.weight, cfg.train.ce_weight) == (1.0, 1.0, 0.0)
+    a = cfg.augment
+    assert (a.mixup_alpha, a.mix_prob, a.cutmix_alpha, a.randaug_ops) == (1.0, 1.0, 0.0, 0)
+    assert (cfg.teacher.arch, cfg.student.arch) == (base.teacher.arch, base.student.arch)
+    t = cfg.train
+    assert (t.epochs, t.sched, t.min_lr, t.global_batch_size, t.warmup_epochs) == (1200, "cosine", 0.0, 4096, 5.0)
+    assert plan_batch(t, 8).lr == pytest.approx(1.6)  # 0.1 per 256 images
+    assert (cfg.data.min_area, cfg.data.image_size) == (0.05, 224) and cfg.ema.decay == 0.0
+    header = (CONFIG_DIR / "imagenet" / name).read_text().split("\nmethod:")[0]
+    for fact in ("Beyer et al.", "bit_i1k.py", "Beta(1, 1)", "4,096", "1,200 epochs", "82.8%", "Where this recipe differs"):
+        assert fact in header, fact

@@ -8,6 +8,8 @@ Per step it returns, in this order (`Feed.outputs`):
   per view  train, one view, ROI decode: the window's (x, y) and (w, h), int32, for `fn.decoders.image_slice`;
             train, whole-image decode: its (y, x) and (y + h, x + w), float32, for `fn.resize`'s ROI;
             then the flip, int32 (`mirror`)
+  RandAugment train with RandAugment on, per view: the operation numbers and negate flags, int32 (num_ops,)
+            per sample (rand_augment.py)
   extras    per attached key, per view: that view's (B, ...) slice
 """
 from __future__ import annotations
@@ -57,6 +59,12 @@ def window_args(params: Views, roi_decode: bool) -> list[np.ndarray]:
             out += [np.stack([y, x], 1).astype(np.float32), np.stack([y + h, x + w], 1).astype(np.float32)]
         out.append(params.flips[:, v].astype(np.int32))
     return out
+
+
+def rand_augment_args(draws: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+    """Per view: the (B, num_ops) operation numbers, then the negate flags."""
+    ops, negate = draws
+    return [np.ascontiguousarray(a[:, v]) for v in range(ops.shape[1]) for a in (ops, negate)]
 
 
 def extra_args(extras: dict[str, np.ndarray], keys: list[str], views: int) -> list[np.ndarray]:

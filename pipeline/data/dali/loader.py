@@ -15,7 +15,7 @@ import torch
 from nvidia.dali import Pipeline
 
 from pipeline.data.dali.decode_errors import explain, read_files
-from pipeline.data.dali.feed import Feed, encoded, extra_args, window_args
+from pipeline.data.dali.feed import Feed, encoded, extra_args, rand_augment_args, window_args
 from pipeline.data.dali.graph import PREFETCH, GraphSpec, build_pipeline
 from pipeline.data.folder import FolderListing
 from pipeline.data.planned import PlannedLoader
@@ -55,6 +55,8 @@ class DaliLoader(PlannedLoader):
         out = [encoded(self.source, position, self.paths), index]
         if self.train:
             out += window_args(self.view_params(index, epoch), self.roi_decode)
+            if self.rand_augment is not None:
+                out += rand_augment_args(self.rand_augment_params(index, epoch))
         if self.extras_keys:
             out += extra_args(self.extras(index, epoch), self.extras_keys, self.views)
         if self.shards and self.feed.fed < self.feed.limit:  # the tars: start reading the next step's images
@@ -63,7 +65,7 @@ class DaliLoader(PlannedLoader):
 
     def attach_extras(self, fn):
         super().attach_extras(fn)
-        self._pipe, self._dirty = None, False  # the extras are outputs of the graph: build it again
+        self._pipe, self._dirty = None, False  # the extras (and RandAugment, via set_augment) are in the graph
 
     def _build(self) -> Pipeline:
         device_id = None
@@ -72,7 +74,9 @@ class DaliLoader(PlannedLoader):
         spec = GraphSpec(train=self.train, views=self.views, roi_decode=self.roi_decode, files=not self.shards,
                          extras=len(self.extras_keys) * self.views, batch_size=self.batch_size,
                          image_size=self.image_size, val_resize=self.val_resize, mean=self.mean, std=self.std,
-                         threads=self.threads, device_id=device_id, hw_decoder_load=self.hw_decoder_load)
+                         threads=self.threads, device_id=device_id, hw_decoder_load=self.hw_decoder_load,
+                         rand_augment=(self.rand_augment.num_ops, self.rand_augment.magnitude)
+                         if self.rand_augment else None)
         return build_pipeline(spec, self.feed)
 
     # ---- iteration ----
