@@ -31,8 +31,9 @@ from pipeline.errors import BadInputError, UserError  # noqa: E402
 from pipeline.methods import METHODS, parse_method  # noqa: E402
 from pipeline.metrics import count_hits  # noqa: E402
 from pipeline.models import create_network, fold_batchnorm, freeze  # noqa: E402
-from pipeline.teacher_cache.encode import encode_records  # noqa: E402
 from pipeline.teacher_cache.identity import made_from, notes  # noqa: E402
+from pipeline.teacher_cache.encode import encode_records  # noqa: E402
+from pipeline.mixing import mix_images  # noqa: E402
 from pipeline.teacher_cache.loader_hooks import cache_pass_loaders, train_listing  # noqa: E402
 from pipeline.teacher_cache.manifest import Manifest, RecordSpec, write_manifest  # noqa: E402
 from pipeline.teacher_cache.storage import ShardWriter, begin, finish, open_shard  # noqa: E402
@@ -98,6 +99,8 @@ def write_epoch(shard: ShardWriter, batches, teacher_fn, spec: RecordSpec, autoc
     try:
         for batch in batches:
             images = batch["images"]
+            if "mix_lam" in batch:  # the images the student will see: mixed as the trainer mixes them
+                images = mix_images(images, batch["mix_lam"], batch["mix_box"])
             if images.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast():

@@ -9,8 +9,9 @@ of int(H sqrt(1 - lambda)) x int(W sqrt(1 - lambda)) pixels around a uniform int
 c - cut // 2 to c + (cut + 1) // 2), clipped to the image; lambda is then the share of the image NOT
 pasted over (timm's `correct_lam`). lambda is the weight of the sample's own label (and, for mixup, of its own pixels).
 
-The partner is not drawn: it is the sample's pair-mate in the epoch's permutation, next to it in every
-batch (sharding.py, `train_pairs`), so the partner, lambda and box depend on the key alone and every
+The partner is not drawn here: it is the sample's pair-mate in the epoch's mate permutation (drawn from
+(aug_seed, epoch), sharding.py), next to it in every batch (`train_pairs`), so the partner, lambda and box
+depend on the key alone (not on train.seed) and every
 process, batch size and resume (and a teacher cache) sees the same mixed image. pipeline/mixing.py
 applies them on the device.
 

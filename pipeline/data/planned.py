@@ -88,7 +88,7 @@ class PlannedLoader:
         if self.plan_kind == "val":
             return val_indices(self.num_samples, self.batch_size, self.rank, self.world)
         index, valid = epoch_plan(self.plan_name(), self.num_samples, self.batch_size, self.rank, self.world,
-                                  self.seed, self.epoch)
+                                  self.seed, self.epoch, self.aug_seed)
         return index[:self.steps()], valid
 
     def padded(self) -> bool:

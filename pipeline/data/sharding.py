@@ -8,11 +8,13 @@ dataset indices (rank r: r, r + world, ...; padded, with `valid`), the same for 
 views change with the epoch. `epoch_plan(kind, ...)` picks one by name (PLANS).
 
 Pairs (mixup and CutMix, pipeline/data/mix_draws.py): a sample mixes with its pair-mate, the sample next
-to it in the epoch's permutation (positions 2k and 2k + 1; `pair_permutation`). `train_pairs` is the
-train plan with whole pairs: pairs are split over ranks (rank r: pairs r, r + world, ...) and batches,
-mates always side by side (batch positions 2j and 2j + 1), so a sample's partner, and with it its mixed
-image, is the same for any world size and even batch. With an odd number of samples the permutation's
-last one has no mate and sits the epoch out, like the ragged tail. `every_pair` is `every_sample` for a
+to it in the epoch's mate permutation (positions 2k and 2k + 1; `pair_permutation`), drawn from the views'
+key (data.aug_seed, epoch) like the mixing's lambda and box, so a sample's mixed image is a pure function
+of (aug_seed, epoch, index): the same for any train.seed, world size and even batch (a teacher cache made
+with mixing serves every seed). `train_pairs` is the train plan with whole pairs: the pairs in an order
+drawn from (train.seed, epoch), split over ranks (rank r: pairs r, r + world, ...) and batches, mates always
+side by side (batch positions 2j and 2j + 1). With an odd number of samples the mate permutation's last
+one has no mate and sits the epoch out, like the ragged tail. `every_pair` is `every_sample` for a
 run that mixes (the teacher-cache pass): every pair of the epoch once, split over ranks pair by pair
 (padded with `valid` False), and the odd sample as a pair with itself (its second copy not valid): mixing
 with itself leaves it unchanged, and it is never trained on in that epoch anyway.
@@ -48,10 +50,14 @@ def permutation(num_samples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_samples)
 
 
-def pair_permutation(num_samples: int, seed: int, epoch: int) -> np.ndarray:
-    """(num_samples // 2, 2): the epoch's permutation read as consecutive pairs of mates; an odd last
-    sample is left out."""
-    return permutation(num_samples, seed, epoch)[:num_samples - num_samples % 2].reshape(-1, 2)
+MATES = 0x6D617465  # the mate permutation's own stream: with aug_seed == train.seed it differs from the order's
+
+
+def pair_permutation(num_samples: int, aug_seed: int, epoch: int) -> np.ndarray:
+    """(num_samples // 2, 2): the epoch's pairs of mates, drawn from (aug_seed, epoch); an odd last sample
+    is left out."""
+    perm = np.random.default_rng([aug_seed, epoch, MATES]).permutation(num_samples)
+    return perm[:num_samples - num_samples % 2].reshape(-1, 2)
 
 
 def _half(batch_size: int) -> int:
@@ -69,22 +75,25 @@ def every_pair_steps(num_samples: int, batch_size: int, world: int) -> int:
     return -(-(-(-pairs // world)) // _half(batch_size))
 
 
-def train_pair_indices(num_samples: int, batch_size: int, rank: int, world: int, seed: int,
-                       epoch: int) -> np.ndarray:
-    """(steps, batch_size) sample indices for this rank and epoch, mates at positions 2j and 2j + 1."""
+def train_pair_indices(num_samples: int, batch_size: int, rank: int, world: int, seed: int, epoch: int,
+                       aug_seed: int) -> np.ndarray:
+    """(steps, batch_size) sample indices for this rank and epoch, mates at positions 2j and 2j + 1: the
+    pairs of (aug_seed, epoch) in the order of (seed, epoch)."""
     steps, half = pair_steps(num_samples, batch_size, world), _half(batch_size)
-    mine = pair_permutation(num_samples, seed, epoch)[rank::world][:steps * half]
+    pairs = pair_permutation(num_samples, aug_seed, epoch)
+    mine = pairs[permutation(len(pairs), seed, epoch)][rank::world][:steps * half]
     return mine.reshape(steps, batch_size)
 
 
-def every_pair_indices(num_samples: int, batch_size: int, rank: int, world: int, seed: int,
+def every_pair_indices(num_samples: int, batch_size: int, rank: int, world: int, aug_seed: int,
                        epoch: int) -> tuple[np.ndarray, np.ndarray]:
     """(steps, batch_size) indices and validity mask: every pair of the epoch once across ranks (and the odd
     sample with itself), rank r taking pairs r, r + world, ...; padding reads sample 0, not valid."""
-    perm = permutation(num_samples, seed, epoch)
+    pairs = pair_permutation(num_samples, aug_seed, epoch)
     odd = num_samples % 2 == 1
-    pairs = np.concatenate([perm, perm[-1:]]) if odd else perm
-    pairs = pairs.reshape(-1, 2)
+    if odd:  # the sample the mate permutation left out
+        left = np.setdiff1d(np.arange(num_samples), pairs.ravel())
+        pairs = np.concatenate([pairs, np.repeat(left, 2)[None]])
     steps = every_pair_steps(num_samples, batch_size, world)
     q = rank + world * np.arange(steps * _half(batch_size))  # this rank's pair numbers
     exists = q < len(pairs)
@@ -98,14 +107,17 @@ PAIRED = {"train": "train_pairs", "every_sample": "every_pair"}  # the same plan
 
 
 def epoch_plan(kind: str, num_samples: int, batch_size: int, rank: int, world: int, seed: int,
-               epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """(steps, batch_size) dataset indices of one epoch of plan `kind`, and its validity mask (None: all valid)."""
+               epoch: int, aug_seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(steps, batch_size) dataset indices of one epoch of plan `kind`, and its validity mask (None: all valid);
+    the pair plans need the views' `aug_seed` (it draws the mates)."""
+    if kind in ("train_pairs", "every_pair") and aug_seed is None:
+        raise ValueError(f"the {kind} plan needs aug_seed: it draws the mates")
     if kind == "train":
         return train_indices(num_samples, batch_size, rank, world, seed, epoch), None
     if kind == "every_sample":
         return val_indices(num_samples, batch_size, rank, world)
     if kind == "train_pairs":
-        return train_pair_indices(num_samples, batch_size, rank, world, seed, epoch), None
+        return train_pair_indices(num_samples, batch_size, rank, world, seed, epoch, aug_seed), None
     if kind == "every_pair":
-        return every_pair_indices(num_samples, batch_size, rank, world, seed, epoch)
+        return every_pair_indices(num_samples, batch_size, rank, world, aug_seed, epoch)
     raise ValueError(f"unknown sample plan {kind!r}; choose from {', '.join(PLANS)}")

@@ -13,6 +13,7 @@ from pipeline.teacher_cache.manifest import listing_sha256, state_dict_sha256
 
 TEACHER_WEIGHTS = "teacher weights"
 TRAIN_LISTING = "train listing"
+AUGMENT_KEYS = ("mixup_alpha", "cutmix_alpha", "mix_prob", "switch_prob", "randaug_ops", "randaug_magnitude")
 
 
 def resolved_aug_seed(cfg: Config) -> int:
@@ -34,10 +35,12 @@ def teacher_identity(cfg: Config, teacher: Network) -> dict:
 
 
 def data_identity(cfg: Config, names: list[str], labels: np.ndarray, num_classes: int) -> dict:
-    """The train samples (names and labels in index order, and the class count) and how their views are cut."""
+    """The train samples (names and labels in index order, and the class count), how their views are cut,
+    and the augmentation on top (RandAugment, and the mixing: the teacher's outputs are for the mixed images)."""
+    augment = {f"augment.{key}": getattr(cfg.augment, key) for key in AUGMENT_KEYS}
     return {TRAIN_LISTING: f"{len(names)} samples, {num_classes} classes, {listing_sha256(names, labels)}",
             "data.aug_seed": resolved_aug_seed(cfg), "data.image_size": cfg.data.image_size,
-            "data.min_area": cfg.data.min_area}
+            "data.min_area": cfg.data.min_area, **augment}
 
 
 def made_from(cfg: Config, teacher: Network, names: list[str], labels: np.ndarray, num_classes: int) -> dict:

@@ -33,9 +33,10 @@ def train_listing(source) -> tuple[list[str], np.ndarray, int]:
 
 def cache_pass_loaders(cfg: Config, *, batch_size: int, views: int, rank: int, world: int, device: torch.device):
     """(train, val) for the cache pass: train walks every sample once per epoch (rank r: r, r + world, ...,
-    padded with valid = False), with the train augmentation of each epoch's replayed views."""
+    padded with valid = False), with the train augmentation of each epoch's replayed views (`augment.*`:
+    RandAugment, and the mixing parameters that the pass applies before the teacher sees the batch)."""
     return build_loaders(cfg.data, batch_size=batch_size, views=views, seed=cfg.train.seed, rank=rank, world=world,
-                         device=device, train_plan="every_sample")
+                         device=device, train_plan="every_sample", augment=cfg.augment)
 
 
 def attach_cache(loader, reader) -> None:

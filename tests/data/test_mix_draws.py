@@ -117,17 +117,17 @@ def test_draws_are_pure_functions_of_the_key():
 
 
 # ---- pair plans ----------------------------------------------------------------------------------------------
-def mates(num_samples: int, seed: int, epoch: int) -> dict[int, int]:
-    """Brute force: the epoch's permutation, positions 2k and 2k + 1 are mates."""
-    perm = np.random.default_rng([seed, epoch]).permutation(num_samples).tolist()
+def mates(num_samples: int, aug_seed: int, epoch: int) -> dict[int, int]:
+    """Brute force: the epoch's mate permutation (its own stream of (aug_seed, epoch)), positions 2k and 2k + 1."""
+    perm = np.random.default_rng([aug_seed, epoch, sharding.MATES]).permutation(num_samples).tolist()
     return {perm[p]: perm[p ^ 1] for p in range(num_samples - num_samples % 2)}
 
 
 @pytest.mark.parametrize("num_samples, batch, world", [(40, 4, 1), (41, 4, 2), (37, 6, 3), (100, 8, 4), (9, 2, 4)])
 def test_train_pairs_keep_mates_side_by_side_on_any_world(num_samples, batch, world):
     for epoch in range(3):
-        expected = mates(num_samples, 11, epoch)
-        plans = [sharding.train_pair_indices(num_samples, batch, r, world, 11, epoch) for r in range(world)]
+        expected = mates(num_samples, 7, epoch)
+        plans = [sharding.train_pair_indices(num_samples, batch, r, world, 11, epoch, aug_seed=7) for r in range(world)]
         steps = sharding.pair_steps(num_samples, batch, world)
         assert all(p.shape == (steps, batch) for p in plans)
         seen = np.concatenate([p.ravel() for p in plans]).tolist()
@@ -138,13 +138,28 @@ def test_train_pairs_keep_mates_side_by_side_on_any_world(num_samples, batch, wo
         assert steps == (num_samples // 2 // world) // (batch // 2)
 
 
+def test_mates_follow_the_views_key_and_the_order_follows_train_seed():
+    """A sample's mate (so its mixed image, and a cache made with mixing) is the same for every train.seed; the
+    order of the pairs, and so the batches, is not; another aug_seed or epoch gives other mates."""
+    def plan(seed, aug_seed, epoch=0):
+        return sharding.epoch_plan("train_pairs", 64, 8, 0, 1, seed, epoch, aug_seed)[0]
+
+    def pairs(p):
+        return {tuple(sorted(r)) for r in p.reshape(-1, 2).tolist()}
+
+    assert pairs(plan(0, 3)) == pairs(plan(1, 3)) and not np.array_equal(plan(0, 3), plan(1, 3))
+    assert pairs(plan(0, 3)) != pairs(plan(0, 4)) and pairs(plan(0, 3)) != pairs(plan(0, 3, epoch=1))
+    with pytest.raises(ValueError, match="aug_seed"):
+        sharding.epoch_plan("every_pair", 64, 8, 0, 1, 0, 0)
+
+
 @pytest.mark.parametrize("num_samples, batch, world", [(10, 4, 1), (11, 4, 2), (7, 2, 3), (1, 2, 2), (23, 6, 4)])
 def test_every_pair_covers_every_sample_once_with_its_mate(num_samples, batch, world):
     epoch = 2
     expected = mates(num_samples, 3, epoch)
     counted = []
     for r in range(world):
-        index, valid = sharding.epoch_plan("every_pair", num_samples, batch, r, world, 3, epoch)
+        index, valid = sharding.epoch_plan("every_pair", num_samples, batch, r, world, 99, epoch, aug_seed=3)
         assert index.shape == (sharding.every_pair_steps(num_samples, batch, world), batch)
         counted += index[valid].tolist()
         for (a, b), (va, vb) in zip(index.reshape(-1, 2).tolist(), valid.reshape(-1, 2).tolist()):
@@ -164,7 +179,7 @@ def test_loader_valid_mask_matches_the_plan(num_samples, world):
         loader = PlannedLoader.__new__(PlannedLoader)  # only the plan's fields: no dataset needed
         loader.num_samples, loader.batch_size, loader.rank, loader.world = num_samples, 4, rank, world
         loader.plan_kind, loader.mix, loader._arange = "every_sample", MixSpec(1.0), torch.arange(4)
-        loader.seed, loader.epoch, loader.max_steps = 0, 1, None
+        loader.seed, loader.aug_seed, loader.epoch, loader.max_steps = 0, 2, 1, None
         _, valid = loader.epoch_plan()
         assert len(valid) == loader.steps()
         for step in range(loader.steps()):

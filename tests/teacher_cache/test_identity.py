@@ -37,7 +37,13 @@ def test_data_identity(tiny_teacher):
     names, labels = ["c0/a.jpg", "c1/b.jpg", "c1/c.jpg"], np.array([0, 1, 1])
     identity = data_identity(cfg, names, labels, 4)
     assert identity == {"train listing": f"3 samples, 4 classes, {listing_sha256(names, labels)}",
-                        "data.aug_seed": 7, "data.image_size": 224, "data.min_area": 0.08}
+                        "data.aug_seed": 7, "data.image_size": 224, "data.min_area": 0.08,
+                        "augment.mixup_alpha": 0.0, "augment.cutmix_alpha": 0.0, "augment.mix_prob": 1.0,
+                        "augment.switch_prob": 0.5, "augment.randaug_ops": 0, "augment.randaug_magnitude": 9}
+    mixed = config(tiny_teacher)
+    mixed.augment.cutmix_alpha, mixed.augment.randaug_ops = 1.0, 2
+    changed = data_identity(mixed, names, labels, 4)
+    assert {k for k in identity if identity[k] != changed[k]} == {"augment.cutmix_alpha", "augment.randaug_ops"}
     assert resolved_aug_seed(cfg) == cfg.train.seed  # data.aug_seed -1 (or absent): train.seed
     for aug_seed, expected in ((-1, 7), (0, 0), (3, 3)):
         stand_in = SimpleNamespace(data=SimpleNamespace(aug_seed=aug_seed), train=SimpleNamespace(seed=7))
