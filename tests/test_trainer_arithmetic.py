@@ -105,7 +105,7 @@ class Holder(nn.Module):
 def fake_trainer(accelerator, loader, teacher=True):
     return SimpleNamespace(cfg=Config(), accelerator=accelerator, model=Holder(RankingStub(RANKS)), history=[],
                            teacher=RankingStub(TEACHER_RANKS) if teacher else None, val_loader=loader, real_labels=None,
-                           sync_batchnorm_statistics=lambda: None)
+                           sync_batchnorm_statistics=lambda: None, ema=None, cache=None)
 
 
 @pytest.mark.parametrize("world, batch_size", [(1, 4), (1, 13), (2, 4), (3, 2), (4, 3)])
