@@ -19,8 +19,9 @@ ResNet-18 at 224 px where CUDA is present; one synthetic batch, made once on the
           the method needs), no teacher forward.
   alone:  `Trainer.train_step` of `--method none` on the same images (both views for a two-view method):
           the student alone, what any distillation step costs at least.
-`--pair demo` (default on CPU): ResNet-18 -> ResNet-10-T at 28 px, 10 classes; `--pair benchmark` (default on
-CUDA): ResNet-34 -> ResNet-18 at 224 px, 1000 classes.
+`--pair demo` (default on CPU): ResNet-18 -> ResNet-10-T at 28 px, 10 classes; `--pair demo-models`: the demo's
+own pair (ResNet-10-T -> RegNetX-200MF) at 28 px; `--pair benchmark` (default on CUDA): ResNet-34 -> ResNet-18
+at 224 px, 1000 classes.
 The cases run in interleaved rounds (bench/common.py) so that other load hits them alike; medians.
 """
 from __future__ import annotations
@@ -86,7 +87,8 @@ class PlainStep:
 
 PAIRS = {"benchmark": ["--teacher.arch", "resnet34", "--student.arch", "resnet18", "--data.image_size", "224",
                        "--data.val_resize", "256", "--data.root", "/imagenet"],
-         "demo": ["--teacher.arch", "resnet18", "--student.arch", "resnet10t"]}
+         "demo": ["--teacher.arch", "resnet18", "--student.arch", "resnet10t"],
+         "demo-models": ["--teacher.arch", "resnet10t", "--student.arch", "regnetx_002"]}  # configs/demo.yaml's
 CASES = ("ours", "cached", "alone", "papers", "floor", "floor-fused")
 
 

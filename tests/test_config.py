@@ -239,6 +239,7 @@ def test_command_line_error_as_a_process():
     assert proc.stderr.strip() == "error: command line: 'train.lr' must be greater than 0, got -1"
 
 
+@pytest.mark.slow  # a 2-process launch (~30 s); tests/test_batch.py pins the message in-process
 def test_batch_not_divisible_by_processes_under_accelerate(tmp_path, tiny_teacher):
     """Each worker prints its one line and exits 2; the torchrun agent then reports the failed worker
     (its own summary) and exits non-zero."""

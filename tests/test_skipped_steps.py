@@ -45,7 +45,7 @@ def two_processes(tmp_path_factory, tiny_teacher, demo_root) -> list[dict]:
     return [json.loads((folder / "records" / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
-@pytest.mark.parametrize("processes", ["one_process", "two_processes"])
+@pytest.mark.parametrize("processes", ["one_process", pytest.param("two_processes", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("method", METHODS)
 def test_a_skipped_step_leaves_every_parameter_and_buffer_as_it_was(request, processes, method):
     ranks = request.getfixturevalue(processes)
@@ -65,7 +65,7 @@ def test_a_skipped_step_leaves_every_parameter_and_buffer_as_it_was(request, pro
             assert "distiller.methods.0.z" in record[f"changed_by_forward_{NAN_STEP}"]
 
 
-@pytest.mark.parametrize("processes", ["one_process", "two_processes"])
+@pytest.mark.parametrize("processes", ["one_process", pytest.param("two_processes", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("method", METHODS)
 def test_the_run_continues_as_one_that_never_took_the_skipped_steps(request, processes, method):
     for rank in request.getfixturevalue(processes):
