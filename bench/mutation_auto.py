@@ -53,6 +53,7 @@ SCOPE = ("pipeline/*.py", "kernels/reference.py", "launch/*.py")  # fnmatch: * a
 SOURCE_DIRS = ("pipeline", "kernels", "launch")
 # CUDA/GPU-only code cannot run here: functions whose name matches are not mutated (by name, as documented).
 EXCLUDE_FUNCTIONS = ("*cuda*", "*gpu*", "*nvjpeg*", "*mixed_device*")
+RELEVANT_MAX_S = 5.0  # a test named after the mutated line runs first only when it is this quick
 OPERATORS = (  # cosmic-ray's names; the realistic one-token bugs, not every operator pair
     "core/ReplaceBinaryOperator_Add_Sub", "core/ReplaceBinaryOperator_Sub_Add", "core/ReplaceBinaryOperator_Mul_Div",
     "core/ReplaceBinaryOperator_Div_Mul", "core/ReplaceBinaryOperator_Div_FloorDiv",
@@ -357,17 +358,20 @@ def select_tests(m: Mutant, cov: dict, budget: float, exclude: list[str],
         fn = t.split("[")[0]
         seen[fn] = seen.get(fn, 0) + 1
         rank[t] = seen[fn]
-    # A parametrization named after something on the mutated line (the config key, the method) first of all.
+    # A quick parametrization named after something on the mutated line (the config key, the method) first of
+    # all. Quick only: a word such as `processes` also names an end-to-end run (`[kd-two_processes]`, 80 s),
+    # which would spend the whole budget and leave the unit tests of the line unrun.
     words = {w for w in re.findall(r"[A-Za-z_]{3,}", m.before) if w not in ("Field", "description", "self", "int",
                                                                             "float", "str", "bool")}
-    relevant = {t for t in ordered if "[" in t and any(w in t.split("[", 1)[1] for w in words)}
+    relevant = {t for t in ordered if "[" in t and durations.get(t, 60.0) <= RELEVANT_MAX_S
+                and any(w in t.split("[", 1)[1] for w in words)}
     ordered.sort(key=lambda t: (t not in relevant, rank[t], durations.get(t, 60.0), t))
     chosen = []
     for group in (False, True):  # the budget holds for the older tests and for --new-tests each
         total = 0.0
         for test in (t for t in ordered if bool(new_tests and fnmatch.fnmatch(t, new_tests)) is group):
             if total and total + durations.get(test, 60.0) > budget:
-                break
+                continue  # a slow test that does not fit: quicker ones further down still may
             chosen.append(test)
             total += durations.get(test, 60.0)
     return chosen, len(ordered), how

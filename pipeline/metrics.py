@@ -45,8 +45,9 @@ def real_label_table(spec: str, files: list[str], num_classes: int) -> torch.Ten
             raise BadInputError(f"data.real_labels: {f} is not an ImageNet val image name "
                                 f"(ILSVRC2012_val_00000001.JPEG .. {len(labels):08d}): set data.real_labels ''")
         rows.append(labels[int(match.group(1)) - 1])
-    if any(c >= num_classes or c < 0 for row in rows for c in row):
-        raise BadInputError(f"data.real_labels: classes 0..{max(max(r, default=0) for r in rows)} in the labels, "
+    classes = [c for row in rows for c in row]
+    if classes and not 0 <= min(classes) <= max(classes) < num_classes:
+        raise BadInputError(f"data.real_labels: classes {min(classes)}..{max(classes)} in the labels, "
                             f"but the dataset has {num_classes} classes")
     table = torch.full((len(rows), max(1, max(len(r) for r in rows))), -1, dtype=torch.int64)
     for i, row in enumerate(rows):

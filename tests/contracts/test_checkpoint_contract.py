@@ -114,3 +114,59 @@ def test_debris_and_atomic_small_files(tmp_path):
     ck.write_text_atomically(target, "two")
     assert target.read_text() == "two" and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "summary.json"]
     assert ck.any_process(OneProcess(), True) is True and ck.any_process(OneProcess(), 0) is False
+
+
+def cannot_remove(monkeypatch, prefix):
+    """Folders whose name starts with `prefix` cannot be removed, as on NFS while a file in them is still
+    open somewhere (its silly-renamed `.nfsXXXX` stays): rmtree empties them, then fails on the folder."""
+    real = os.rmdir
+
+    def rmdir(path, *args, **kwargs):
+        if os.path.basename(os.fspath(path)).startswith(prefix):
+            raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), os.fspath(path))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(os, "rmdir", rmdir)
+
+
+def test_a_folder_that_cannot_be_removed_never_fails_a_save_nor_hides_why_one_failed(tmp_path, monkeypatch):
+    save(tmp_path, 5, keep=1)
+    (tmp_path / "checkpoints" / f"{ck.TMP_PREFIX}step-000000004").mkdir()  # debris of a killed save
+    cannot_remove(monkeypatch, ck.TMP_PREFIX)
+    save(tmp_path, 5, keep=1)  # the same step again: the old copy, moved aside, cannot be removed
+    save(tmp_path, 6, keep=1)  # the debris cannot be removed either
+    assert ck.is_complete(ck.checkpoint_dir(tmp_path, 6))
+    cannot_remove(monkeypatch, "step-")
+    save(tmp_path, 7, keep=1)  # pruning step 6 fails: the new checkpoint still counts
+    assert ck.find_latest(tmp_path) == ck.checkpoint_dir(tmp_path, 7)
+    # a failed write whose partial folder cannot be removed still says what failed, and what is safe
+    with pytest.raises(ck.CheckpointWriteError, match=r"No space left.*checkpoint .*step-000000007 is intact"):
+        save(tmp_path, 8, fail=OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    monkeypatch.setattr(ck, "_fsync_tree", lambda path: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(ck.CheckpointWriteError, match=r"OSError: \[Errno 5\] I/O error.*step-000000007 is intact"):
+        save(tmp_path, 9)
+
+
+def test_every_file_and_the_folders_are_synced_before_the_rename(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    final = save(tmp_path, 3)
+    tmp = str(final.parent / f"{ck.TMP_PREFIX}{final.name}")
+    files = sorted(p.name for p in final.iterdir())
+    assert files == sorted([ck.COMPLETE, ck.STATE_FILE, "loader_state_0.json", "model.safetensors",
+                            "random_states_0.pkl"])
+    assert sorted(synced[:-2]) == sorted(f"{tmp}/{name}" for name in files)  # under the temporary name
+    assert synced[-2:] == [tmp, str(final.parent)]  # then the folder, and after the rename its parent
+
+
+def test_the_damaged_checkpoint_warning_names_the_newest_complete_one(tmp_path, caplog):
+    for step in (1, 2, 3):
+        save(tmp_path, step, keep=0)
+    (ck.checkpoint_dir(tmp_path, 1) / ck.COMPLETE).unlink()
+    ck.prune(tmp_path, keep=0)  # 0 keeps every complete one; the damaged older one still goes
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["step-000000002", "step-000000003"]
+    assert f"removing damaged checkpoint {ck.checkpoint_dir(tmp_path, 1)}: step-000000003 is newer" in caplog.text

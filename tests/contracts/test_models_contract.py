@@ -129,3 +129,82 @@ def test_bare_weights_and_folded_teacher(tmp_path):
         torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert not any(p.requires_grad for p in folded.parameters())
+
+
+class RunsCode:
+    """A pickled object that runs code when unpickled: a "checkpoint" must never be able to do that."""
+    ran = []
+
+    def __reduce__(self):
+        return (RunsCode.ran.append, ("code ran",))
+
+
+def read_error(path) -> str:
+    with pytest.raises(BadInputError) as e:
+        load_weights(timm.create_model("resnet10t", num_classes=5), path)
+    return str(e.value)
+
+
+def test_unreadable_files_say_which_kind_they_were_read_as_and_why(tmp_path):
+    pickled = tmp_path / "weights.pt"
+    torch.save({"fc.weight": RunsCode()}, pickled)
+    message = read_error(pickled)
+    assert RunsCode.ran == []  # refused before anything in it ran (torch.load weights_only)
+    assert f"{pickled} ({pickled.stat().st_size} bytes) cannot be read as a torch state dict (torch.save): " in message
+    reason = message.split("(torch.save): ", 1)[1].rsplit("; is it damaged or not a checkpoint?", 1)[0]
+    assert reason.startswith("Unsupported global: GLOBAL")  # torch's core reason, not its preamble
+    assert "Weights only load failed" not in reason and "Check the documentation" not in reason
+    assert len(reason) == 200  # capped: torch's full explanation is longer
+    damaged = tmp_path / "weights.safetensors"
+    damaged.write_bytes(b"<html>not weights</html>")
+    message = read_error(damaged)
+    assert "cannot be read as a .safetensors file: " in message
+    assert "header" in message.split(".safetensors file: ", 1)[1].lower()  # safetensors' reason, not just its type
+
+
+def test_mismatch_lists_show_five_names_then_a_count(tmp_path):
+    state = timm.create_model("resnet10t", num_classes=5).state_dict()
+    missing = sorted(state)[:5]
+    for k in missing:
+        del state[k]
+    path = tmp_path / "five missing.safetensors"
+    save_file(state, str(path))
+    message = read_error(path)
+    assert message.endswith(f"missing keys: {', '.join(missing)}")  # exactly 5: all named, no count
+    extra = {f"extra.{i}": torch.zeros(1) for i in range(6)}
+    save_file({**timm.create_model("resnet10t", num_classes=5).state_dict(), **extra}, str(path))
+    assert read_error(path).endswith("unexpected keys: extra.0, extra.1, extra.2, extra.3, extra.4 ... (+1)")
+
+
+def test_only_missing_keys_is_still_a_mismatch_error(tmp_path):
+    state = timm.create_model("resnet10t", num_classes=5).state_dict()
+    del state["fc.bias"]
+    path = tmp_path / "no bias.safetensors"
+    save_file(state, str(path))
+    assert read_error(path).endswith("does not match ResNet: missing keys: fc.bias")
+
+
+def test_network_state_is_the_timm_weights_only_and_freeze_stops_gradients():
+    model = timm.create_model("resnet10t", num_classes=3)
+    net = Network(model, DATA_MEAN, DATA_STD)
+    assert net.renormalise
+    # a checkpoint or teacher file holds the weights, not the statistics' scale/shift of this run
+    assert set(net.state_dict()) == {f"model.{k}" for k in model.state_dict()}
+    from pipeline.models import freeze
+    frozen = freeze(net)
+    assert frozen is net and not frozen.training and not any(p.requires_grad for p in net.parameters())
+
+
+def test_renormalise_when_either_the_mean_or_the_std_differs():
+    model = timm.create_model("resnet10t", num_classes=3)
+    mean, std = list(model.pretrained_cfg["mean"]), list(model.pretrained_cfg["std"])
+    assert not Network(model, mean, std).renormalise
+    assert Network(model, mean, [s * 2 for s in std]).renormalise  # the same mean, another std
+    assert Network(model, [m + 0.1 for m in mean], std).renormalise
+
+
+def test_export_to_a_folder_creates_its_parents(tmp_path):
+    net = create_network(ModelConfig(arch="resnet10t"), 4, DATA_MEAN, DATA_STD)
+    out = tmp_path / "not yet" / "there" / "student"
+    save_timm_folder(net.model, out, image_size=32, val_resize=40)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
