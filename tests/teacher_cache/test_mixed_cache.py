@@ -73,3 +73,36 @@ def test_a_run_with_other_augmentation_is_refused_naming_both(tmp_path, tiny_tea
         check_for_run(cfg, dataset_sources(cfg.data, dataset_root(cfg.data))[0], 1)
     cached = MIXING[key]
     assert f"was made with {key} {cached}, this run has {type(cached)(float(value))}" in str(e.value)
+
+
+def test_compare_serves_a_variant_from_the_cache_only_when_its_flags_match(tmp_path, tiny_teacher):
+    """launch/compare.py's rows by name: a variant whose flags change the augmentation trains live (the reason
+    kept under its name), a plain row reads the cache, a row without a teacher only takes the aug_seed."""
+    import sys
+
+    from cache_fixtures import make_manifest, write_cache
+    from pipeline.teacher_cache.identity import data_identity
+    from pipeline.teacher_cache.loader_hooks import train_listing
+    from pipeline.teacher_cache.use import run_teacher_identity
+    from tests.conftest import REPO
+
+    sys.path.insert(0, str(REPO / "launch"))
+    import compare_cache
+
+    base = tiny_run_args(tmp_path / "runs", tiny_teacher, **{"data.aug_seed": 3})
+    cfg, _ = parse_args(base)
+    names, labels, classes = train_listing(dataset_sources(cfg.data, dataset_root(cfg.data))[0])
+    made_from = {**run_teacher_identity(cfg, classes), **data_identity(cfg, names, labels, classes)}
+    write_cache(tmp_path / "cache", make_manifest(samples=len(names), epochs=2, world=1, views=1, topk=classes,
+                                                  classes=classes, temperatures=(), feature_dim=0, batch_size=16,
+                                                  **made_from))
+    sweep = compare_cache.SweepCache(tmp_path / "cache", aug_seed=3)
+    seed = ["--train.seed", "1"]
+    mixed = compare_cache.run_argv(sweep, base, "kd_mix", ["--method", "kd", "--augment.mixup_alpha", "0.8"], seed)
+    plain = compare_cache.run_argv(sweep, base, "kd", ["--method", "kd"], seed)
+    alone = compare_cache.run_argv(sweep, base, "none_row", ["--method", "none"], seed)
+    assert mixed == alone == ["--data.aug_seed", "3"]
+    assert plain == ["--data.aug_seed", "3", "--teacher.cache", str(tmp_path / "cache")]
+    assert sweep.sources["kd"] == "cache" and "none_row" not in sweep.sources
+    assert sweep.sources["kd_mix"].startswith("live: ") and "augment.mixup_alpha 0.0, this run has 0.8" in \
+        sweep.sources["kd_mix"]
