@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from pipeline.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,7 @@ def _fsync_tree(path: Path):
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         with open(file, "rb") as f:
             os.fsync(f.fileno())
-    _fsync_dir(path)
-
-
-def _fsync_dir(path: Path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path)
 
 
 def checkpoint_dir(run_dir: Path, global_step: int) -> Path:
@@ -134,7 +127,7 @@ def _replace_dir(tmp: Path, final: Path):
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.durable import fsync_dir
 from pipeline.errors import BadInputError, MissingInputError
 from pipeline.teacher_cache.layout import shard_of, shard_rows
 from pipeline.teacher_cache.manifest import Manifest, read_manifest, write_manifest
@@ -47,14 +48,6 @@ def _write_json_atomically(path: Path, data: dict):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify_shard(root: Path, name: str, entry: dict, checksum: bool):
@@ -145,7 +138,7 @@ class ShardWriter:
         os.replace(self.partial, self.path)
         self.progress_path.unlink(missing_ok=True)
         _write_json_atomically(self.path.with_name(self.name + ".done"), entry)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return entry
 
     def close(self):
