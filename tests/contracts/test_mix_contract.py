@@ -15,7 +15,8 @@ from tests.data.test_mix_draws import scalar_draws
 
 @pytest.mark.parametrize("spec, active", [
     (MixSpec(), False), (MixSpec(mixup_alpha=0.8), True), (MixSpec(cutmix_alpha=1.0), True),
-    (MixSpec(0.8, 1.0), True), (MixSpec(0.8, 1.0, mix_prob=0.0), False), (MixSpec(cutmix_alpha=1.0, mix_prob=0.0), False),
+    (MixSpec(0.8, 1.0), True), (MixSpec(0.8, 1.0, mix_prob=0.0), False),
+    (MixSpec(cutmix_alpha=1.0, mix_prob=0.0), False),
 ])
 def test_a_spec_mixes_when_an_alpha_and_the_probability_are_positive(spec, active):
     assert spec.active is active

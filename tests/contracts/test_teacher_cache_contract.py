@@ -58,7 +58,8 @@ def test_a_batch_in_the_plans_order_is_one_write(tmp_path, monkeypatch):
     m = make_manifest(samples=40, world=2, batch_size=4)
     calls = []
     real = os.pwrite
-    monkeypatch.setattr(storage.os, "pwrite", lambda fd, data, offset: calls.append(len(data)) or real(fd, data, offset))
+    monkeypatch.setattr(storage.os, "pwrite",
+                        lambda fd, data, offset: calls.append(len(data)) or real(fd, data, offset))
     shard = storage.open_shard(tmp_path, m, 0, 1, sync_every_s=1e9)
     (index, valid), *_ = plan(m.samples, m.batch_size, 1, m.world)
     assert valid.all() and (np.diff(index) == m.world).all()  # rank 1's first batch: 1, 3, 5, 7
