@@ -102,4 +102,80 @@ EQUIVALENT: dict[str, str] = {
         'the repository is installed editable (setup.sh: `pip install -e .`), so `pipeline` imports whatever this path is',
     'pipeline/data/filelist.py | def read_file_list(path: Path, keep_per_class: int = 0) -> tuple[list[str], list[int]]: -> def read_file_list(path: Path, keep_per_class: int = -1) -> tuple[list[str], list[int]]:':
         '`keep_per_class <= 0` keeps every line: a default of -1 means all, as 0 does',
+    'pipeline/data/mix_draws.py | def mix_draws(aug_seed: int, epoch: int, index, spec: MixSpec, *, height: int, width: int) -> MixParams: -> def mix_draws(aug_seed: int, epoch: int, index, spec: MixSpec, /, height: int, width: int) -> MixParams:':
+        '`*` -> `/`: the four leading parameters become positional-only; every caller (planned.py, benchmark.py, tests) passes them by position and height/width by keyword, so every call binds alike',
+    'pipeline/data/mix_draws.py | accept = (v > 0) & (np.log1p(-u3) < 0.5 * x * x + d - d * safe_v + d * np.log(safe_v)) & ~done -> accept = (v > 0) & (np.log1p(-u3) <= 0.5 * x * x + d - d * safe_v + d * np.log(safe_v)) & ~done':
+        '`<` -> `<=` between log(1 - u3) and a float64 expression of other uniforms: they are equal with probability zero (no such tie in any draw)',
+    'pipeline/data/mix_draws.py | cut = u[:, SWITCH] < spec.switch_prob -> cut = u[:, SWITCH] <= spec.switch_prob':
+        'differs only when the 53-bit uniform equals switch_prob exactly (probability 2^-53 per sample)',
+    'pipeline/data/mix_draws.py | safe_v = np.where(v > 0, v, 1.0) -> safe_v = np.where(v >= 0, v, 1.0)':
+        "at v == 0 the try is rejected by `accept`'s own `v > 0` and safe_v is read only where accepted; v == 0 exactly has probability zero besides",
+    'pipeline/data/mix_draws.py | GAMMA_TRIES = 8 -> GAMMA_TRIES = 9':
+        "which of the key's counter-based uniforms a draw reads: every documented property still holds (a pure function of (aug_seed, epoch, index), a stream of its own, the Beta law, a fallback below 1e-10) and no contract fixes the values themselves",
+    'pipeline/data/mix_draws.py | BETA_FIRST = 4 -> BETA_FIRST = 5':
+        "which of the key's counter-based uniforms a draw reads: every documented property still holds (a pure function of (aug_seed, epoch, index), a stream of its own, the Beta law, a fallback below 1e-10) and no contract fixes the values themselves",
+    'pipeline/data/mix_draws.py | DRAWS = BETA_FIRST + 2 * GAMMA_DRAWS -> DRAWS = BETA_FIRST + 3 * GAMMA_DRAWS':
+        "which of the key's counter-based uniforms a draw reads: every documented property still holds (a pure function of (aug_seed, epoch, index), a stream of its own, the Beta law, a fallback below 1e-10) and no contract fixes the values themselves (DRAWS: uniforms drawn and never read)",
+    'pipeline/data/mix_draws.py | cy = np.minimum(np.floor(u[:, CENTRE_Y] * height), height - 1).astype(np.int64) -> cy = np.minimum(np.floor(u[:, CENTRE_Y] * height), height - 0).astype(np.int64)':
+        'the clamp never acts: u <= 1 - 2^-53, and (1 - 2^-53) * h rounds below h for every integer h, so floor(u * h) <= h - 1 already',
+    'pipeline/data/mix_draws.py | x0, x1 = np.clip(cx - cut_w // 2, 0, width), np.clip(cx + (cut_w + 1) // 2, 0, width) -> x0, x1 = np.clip(cx - cut_w // 2, 0, width), np.clip(cx + (cut_w + 1) // 2, -1, width)':
+        'x1 = cx + (cut_w + 1) // 2 >= cx >= 0: a lower clip of 0 or -1 never acts',
+    "pipeline/data/sharding.py | MATES = 0x6D617465  # the mate permutation's own stream: with aug_seed == train.seed it differs from the order's -> MATES = 1835103334  # the mate permutation's own stream: with aug_seed == train.seed it differs from the order's":
+        "another constant for the mate permutation's own stream: still distinct from the order's ([seed, epoch] without a third entry), still a pure function of (aug_seed, epoch); no contract fixes which pairs a given seed gives",
+    "pipeline/data/sharding.py | MATES = 0x6D617465  # the mate permutation's own stream: with aug_seed == train.seed it differs from the order's -> MATES = 1835103332  # the mate permutation's own stream: with aug_seed == train.seed it differs from the order's":
+        "another constant for the mate permutation's own stream: still distinct from the order's ([seed, epoch] without a third entry), still a pure function of (aug_seed, epoch); no contract fixes which pairs a given seed gives",
+    'pipeline/teacher_cache/match.py | def check_run(root: str, manifest: Manifest, made_from: dict, needs: TeacherNeeds, *, views: int, epochs: int, -> def check_run(root: str, manifest: Manifest, made_from: dict, needs: TeacherNeeds, /, views: int, epochs: int,':
+        '`*` -> `/`: root, manifest, made_from, needs become positional-only; the callers (use.py, tests) pass them by position and the rest by keyword',
+    'pipeline/teacher_cache/identity.py | aug_seed = getattr(cfg.data, "aug_seed", -1) -> aug_seed = getattr(cfg.data, "aug_seed", - 2)':
+        "DataConfig always has aug_seed (pipeline/config.py), so getattr's default is never taken",
+    'pipeline/teacher_cache/identity.py | aug_seed = getattr(cfg.data, "aug_seed", -1) -> aug_seed = getattr(cfg.data, "aug_seed", - 0)':
+        "DataConfig always has aug_seed (pipeline/config.py), so getattr's default is never taken",
+    'pipeline/teacher_cache/identity.py | "teacher input mean": [round(float(m), 6) for m in mean], -> "teacher input mean": [round(float(m), 7) for m in mean],':
+        'the rounding only makes the recorded floats stable in JSON; the pass and the run round alike (this one function), and real input statistics differ by far more than 1e-5, so every match is decided the same; a cache written with other rounding is refused with a one-line error, never misread',
+    'pipeline/teacher_cache/identity.py | "teacher input mean": [round(float(m), 6) for m in mean], -> "teacher input mean": [round(float(m), 5) for m in mean],':
+        'the rounding only makes the recorded floats stable in JSON; the pass and the run round alike (this one function), and real input statistics differ by far more than 1e-5, so every match is decided the same; a cache written with other rounding is refused with a one-line error, never misread',
+    'pipeline/teacher_cache/storage.py | ) -> ShardWriter | None: -> ) -> ShardWriter & None:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/teacher_cache/storage.py | def __init__(self, root: Path, manifest: Manifest, epoch: int, rank: int, sync_every_s: float = 30.0): -> def __init__(self, root: Path, manifest: Manifest, epoch: int, rank: int, sync_every_s: float = 31.0):':
+        'a default never used: launch/cache_teacher.py, the one caller outside tests, always passes --sync-every-s; the tests pass their own',
+    'pipeline/teacher_cache/storage.py | def __init__(self, root: Path, manifest: Manifest, epoch: int, rank: int, sync_every_s: float = 30.0): -> def __init__(self, root: Path, manifest: Manifest, epoch: int, rank: int, sync_every_s: float = 29.0):':
+        'a default never used: launch/cache_teacher.py, the one caller outside tests, always passes --sync-every-s; the tests pass their own',
+    'pipeline/teacher_cache/storage.py | def open_shard(root: Path, manifest: Manifest, epoch: int, rank: int, sync_every_s: float = 30.0 -> def open_shard(root: Path, manifest: Manifest, epoch: int, rank: int, sync_every_s: float = 31.0':
+        'a default never used: launch/cache_teacher.py, the one caller outside tests, always passes --sync-every-s; the tests pass their own',
+    'pipeline/teacher_cache/storage.py | def open_shard(root: Path, manifest: Manifest, epoch: int, rank: int, sync_every_s: float = 30.0 -> def open_shard(root: Path, manifest: Manifest, epoch: int, rank: int, sync_every_s: float = 29.0':
+        'a default never used: launch/cache_teacher.py, the one caller outside tests, always passes --sync-every-s; the tests pass their own',
+    'pipeline/teacher_cache/reader.py | def __init__(self, root: str | Path, manifest: Manifest | None = None, checksums: bool = True): -> def __init__(self, root: str & Path, manifest: Manifest | None = None, checksums: bool = True):':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/teacher_cache/reader.py | def __init__(self, root: str | Path, manifest: Manifest | None = None, checksums: bool = True): -> def __init__(self, root: str | Path, manifest: Manifest & None = None, checksums: bool = True):':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/teacher_cache/manifest.py | return json.dumps(data, indent=1) + "\\n" -> return json.dumps(data, indent= 2) + "\\n"':
+        "the manifest's indentation: it is only ever read back with json.loads",
+    'pipeline/teacher_cache/manifest.py | return json.dumps(data, indent=1) + "\\n" -> return json.dumps(data, indent= 0) + "\\n"':
+        "the manifest's indentation: it is only ever read back with json.loads",
+    'pipeline/data/planned.py | def __init__(self, fn: ExtrasFn | None, mix: MixSpec | None, aug_seed: int, image_size: int): -> def __init__(self, fn: ExtrasFn & None, mix: MixSpec | None, aug_seed: int, image_size: int):':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/data/planned.py | def __init__(self, fn: ExtrasFn | None, mix: MixSpec | None, aug_seed: int, image_size: int): -> def __init__(self, fn: ExtrasFn | None, mix: MixSpec & None, aug_seed: int, image_size: int):':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/nonfinite.py | def read(self) -> tuple[int, int, list[str]] | None: -> def read(self) -> tuple[int, int, list[str]] & None:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/models.py | def export_network(model: nn.Module, path: str | Path, image_size: int, val_resize: int) -> None: -> def export_network(model: nn.Module, path: str & Path, image_size: int, val_resize: int) -> None:':
+        'a type annotation: never evaluated (`from __future__ import annotations`)',
+    'pipeline/models.py | config = {"architecture": pretrained_cfg.pop("architecture", None) or model.default_cfg["architecture"], -> config = {"architecture": pretrained_cfg.pop("architecture", None) and model.default_cfg["architecture"],':
+        "differs only when the model's pretrained_cfg has no 'architecture': timm.create_model always sets it, to the same value as default_cfg's",
+    'pipeline/config.py | annotation = typing.get_args(annotation)[0] -> annotation = typing.get_args(annotation)[ 1]':
+        "unreachable for this schema: pydantic hands keys() each field's annotation with Annotated[...] already unwrapped (no key's FieldInfo.annotation is Annotated), so the loop body never runs",
+    'pipeline/config.py | annotation = typing.get_args(annotation)[0] -> annotation = typing.get_args(annotation)[ -1]':
+        "unreachable for this schema: pydantic hands keys() each field's annotation with Annotated[...] already unwrapped (no key's FieldInfo.annotation is Annotated), so the loop body never runs",
+    'pipeline/config.py | batch_size: int = Field(256, ge=1, description="images per process per step (global batch: this x processes)") -> batch_size: int = Field( 257, ge=1, description="images per process per step (global batch: this x processes)")':
+        'not a contract: a default no document states (the recipes and the demo set their own batch; README only says it is per process); 255 or 257 trains the same way',
+    'pipeline/config.py | batch_size: int = Field(256, ge=1, description="images per process per step (global batch: this x processes)") -> batch_size: int = Field( 255, ge=1, description="images per process per step (global batch: this x processes)")':
+        'not a contract: a default no document states (the recipes and the demo set their own batch; README only says it is per process); 255 or 257 trains the same way',
+    'pipeline/config.py | flag = word.split("=", 1)[0] -> flag = word.split("=", 2)[0]':
+        'the first piece of a split is the same for any maxsplit >= 1',
+    'pipeline/config.py | hint = f"did you mean {near[0]}?" if near else "launch/imagenet.py --help lists every flag" -> hint = f"did you mean {near[ -1]}?" if near else "launch/imagenet.py --help lists every flag"':
+        'get_close_matches(..., n=1) returns at most one flag: near[0] is near[-1]',
+    'launch/check_dataset.py | print(f"  ... {counter[0]} images checked", file=sys.stderr, flush=True) -> print(f"  ... {counter[0]} images checked", file=sys.stderr, flush=False)':
+        'sys.stderr is line-buffered: the printed line is flushed at its newline either way',
+    'launch/check_dataset.py | print(f"{split}: {len(bad)} of {count[0]} images do not decode") -> print(f"{split}: {len(bad)} of {count[ -1]} images do not decode")':
+        'count is a one-element list (count = [0]): count[0] is count[-1]',
 }

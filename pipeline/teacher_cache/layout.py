@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 INT16_CLASSES = 32767  # up to this many classes the indices are int16
+EXTRA_KEYS = {"tail": "teacher_tail", "classes": "teacher_classes", "values": "teacher_values",
+              "features": "teacher_features"}  # record field -> the name it travels under in a batch
 
 
 def record_dtype(topk: int, num_classes: int, num_temperatures: int, feature_dim: int) -> np.dtype:

@@ -1,7 +1,7 @@
 """Reading a teacher cache: (epoch, dataset indices, views) -> the records as numpy arrays.
 
 The arrays are shaped (B, views, ...), the shape a loader's `attach_extras` takes, and named as they
-travel in a batch (rebuild.EXTRA_KEYS). Shards are memory-mapped, found by index (layout.py) whatever the
+travel in a batch (layout.EXTRA_KEYS). Shards are memory-mapped, found by index (layout.py) whatever the
 reader's number of processes; each is checked before its first use in a process (storage.verify_shard:
 its size, then its sha256 on the first read of its epoch).
 """
@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.teacher_cache.layout import shard_of, shard_rows
+from pipeline.teacher_cache.layout import EXTRA_KEYS, shard_of, shard_rows
 from pipeline.teacher_cache.manifest import Manifest, load_manifest
-from pipeline.teacher_cache.rebuild import EXTRA_KEYS
 from pipeline.teacher_cache.storage import verify_shard
 
 

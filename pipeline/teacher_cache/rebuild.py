@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-EXTRA_KEYS = {"tail": "teacher_tail", "classes": "teacher_classes", "values": "teacher_values",
-              "features": "teacher_features"}  # record field -> the name it travels under in a batch
+from pipeline.teacher_cache.layout import EXTRA_KEYS  # also read from here (benchmark.py, tests)
 
 
 @dataclass

@@ -180,6 +180,17 @@ DOCUMENTED_RANGES = {
     "slkd.lam": (0, True, None, None), "slkd.eta": (0, True, None, None),
     "crd.weight": (0, True, None, None), "crd.dim": (1, True, None, None), "crd.nce_k": (1, True, None, None),
     "crd.nce_t": (0, False, None, None), "crd.momentum": (0, True, 1, True),
+    # keys added since (the teacher cache, the recipes, the batch decisions of the coordination plan)
+    "teacher.cache_topk": (1, True, None, None), "student.cache_topk": (1, True, None, None),  # K largest: K >= 1
+    "student.train_epochs": (0, True, None, None), "student.train_per_class": (-1, True, None, None),
+    "student.train_batch_size": (0, True, None, None),  # the model section is shared: the same as the teacher's
+    "data.aug_seed": (-1, True, None, None),  # -1 = train.seed
+    "train.batch_size": (1, True, None, None), "train.global_batch_size": (0, True, None, None),  # 0 = batch x procs
+    "train.label_smoothing": (0, True, 1, False),  # eps = 1 would leave no label in the target
+    "augment.mixup_alpha": (0, True, None, None), "augment.cutmix_alpha": (0, True, None, None),  # 0 = off
+    "augment.mix_prob": (0, True, 1, True), "augment.switch_prob": (0, True, 1, True),  # probabilities
+    "augment.randaug_magnitude": (0, True, 30, True),  # torchvision's RandAugment: 31 magnitude bins
+    "ema.decay": (0, True, 1, False),  # 0 = off; a decay of 1 would never move the average
 }
 
 
@@ -230,6 +241,14 @@ DOCUMENTED_DEFAULTS = {
     "train.steps_per_epoch": 0, "train.log_every": 20, "train.eval_every": 1, "train.output_dir": "runs",
     "train.name": "", "train.keep_checkpoints": 3, "train.checkpoint_every": 0, "train.dist_timeout_s": 600,
     "train.baseline": False, "train.device": "auto", "dkd.weight": 1.0, "icd.weight": 1.0,
+    # keys added since: off unless asked (README; the coordination plan's data.aug_seed -1 and
+    # train.global_batch_size 0), docs/teacher-cache.md's K = 10, timm's mixing probabilities (--mixup-prob 1.0,
+    # --mixup-switch-prob 0.5) and its ImageNet RandAugment magnitude (rand-m9)
+    "teacher.cache": "", "teacher.cache_topk": 10, "teacher.cache_features": False, "data.aug_seed": -1,
+    "train.global_batch_size": 0, "train.label_smoothing": 0.0, "train.tf32": False,
+    "augment.mixup_alpha": 0.0, "augment.cutmix_alpha": 0.0, "augment.mix_prob": 1.0, "augment.switch_prob": 0.5,
+    "augment.randaug_ops": 0, "augment.randaug_magnitude": 9, "ema.decay": 0.0, "ema.warmup": False,
+    "ema.export": False,
 }
 
 
@@ -293,3 +312,17 @@ def test_flag_text_of_string_keys_is_kept_as_typed():
         parse_args(["--teacher.arch", "1e5"])
     cfg, _ = parse_args(["--train.name", "1e5", "--train.epochs", "3"])
     assert cfg.train.name == "1e5" and cfg.train.epochs == 3
+
+
+def test_an_unset_aug_seed_follows_train_seed():
+    """data.aug_seed -1 (unset) means train.seed; a set one, 0 included, is its own."""
+    from pipeline.teacher_cache.identity import resolved_aug_seed
+
+    assert resolved_aug_seed(apply(Config(), {"train": {"seed": 5}}, "test")) == 5
+    assert resolved_aug_seed(apply(Config(), {"train": {"seed": 5}, "data": {"aug_seed": 0}}, "test")) == 0
+
+
+def test_the_ema_export_is_asked_for_not_implied_by_the_decay():
+    """README: the EMA is `exported with ema.export`; a run that only sets ema.decay evaluates and saves it."""
+    cfg = apply(Config(), {"ema": {"decay": 0.99}}, "test")
+    assert cfg.ema.decay == 0.99 and cfg.ema.export is False

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pipeline import checkpoint as ck
-from pipeline.batch import plan_batch, small_batch_warning
+from pipeline.batch import describe, plan_batch, small_batch_warning
 from pipeline.config import Config, apply
 from pipeline.optim import create_optimizer, create_scheduler
 from pipeline.run_checkpoints import ResumeMismatchError, RunCheckpoints
@@ -52,6 +52,12 @@ def test_small_global_batch_fix_names_how_many_gpus_keep_32_each(global_batch, p
     assert f"{global_batch // processes} images per process" in message
     assert f"run on at most {most_gpus} GPUs," in message
     assert f"global batch becomes batch_size x {processes}" in message
+
+
+@pytest.mark.parametrize("processes, words", [(1, "x 1 process = 40 global"), (2, "x 2 processes = 80 global")])
+def test_startup_line_says_process_for_one_and_processes_for_more(processes, words):
+    t = train_config(batch_size=40, lr=0.2)
+    assert f"batch: 40 per process {words} " in describe(plan_batch(t, processes), t)
 
 
 # ---- pipeline/optim.py ----------------------------------------------------------------------------------
