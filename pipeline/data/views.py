@@ -27,6 +27,9 @@ import numpy as np
 TRIES = 10
 TOP, LEFT, FLIP = 2 * TRIES, 2 * TRIES + 1, 2 * TRIES + 2
 DRAWS = FLIP + 1  # uniforms per (aug_seed, epoch, index, view)
+# The replayed draws' layout (this file, rand_augment.py, mix_draws.py, sharding.py's mates). A teacher cache
+# records it and a run compares it: bump it whenever any of them would cut, augment or mix other images.
+DRAWS_VERSION = 1
 ASPECT = (3 / 4, 4 / 3)
 
 _GOLDEN = 0x9E3779B97F4A7C15

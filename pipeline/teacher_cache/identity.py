@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.data.views import DRAWS_VERSION
 from pipeline.models import Network
 from pipeline.teacher_cache.manifest import listing_sha256, state_dict_sha256
 
@@ -40,7 +41,7 @@ def data_identity(cfg: Config, names: list[str], labels: np.ndarray, num_classes
     augment = {f"augment.{key}": getattr(cfg.augment, key) for key in AUGMENT_KEYS}
     return {TRAIN_LISTING: f"{len(names)} samples, {num_classes} classes, {listing_sha256(names, labels)}",
             "data.aug_seed": resolved_aug_seed(cfg), "data.image_size": cfg.data.image_size,
-            "data.min_area": cfg.data.min_area, **augment}
+            "data.min_area": cfg.data.min_area, **augment, "replayed draws version": DRAWS_VERSION}
 
 
 def made_from(cfg: Config, teacher: Network, names: list[str], labels: np.ndarray, num_classes: int) -> dict:

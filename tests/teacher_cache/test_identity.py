@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.config import Config, apply
+from pipeline.data.views import DRAWS_VERSION
 from pipeline.models import create_network
 from pipeline.teacher_cache.identity import data_identity, notes, resolved_aug_seed, teacher_identity
 from pipeline.teacher_cache.manifest import listing_sha256, state_dict_sha256
@@ -39,7 +40,8 @@ def test_data_identity(tiny_teacher):
     assert identity == {"train listing": f"3 samples, 4 classes, {listing_sha256(names, labels)}",
                         "data.aug_seed": 7, "data.image_size": 224, "data.min_area": 0.08,
                         "augment.mixup_alpha": 0.0, "augment.cutmix_alpha": 0.0, "augment.mix_prob": 1.0,
-                        "augment.switch_prob": 0.5, "augment.randaug_ops": 0, "augment.randaug_magnitude": 9}
+                        "augment.switch_prob": 0.5, "augment.randaug_ops": 0, "augment.randaug_magnitude": 9,
+                        "replayed draws version": DRAWS_VERSION}
     mixed = config(tiny_teacher)
     mixed.augment.cutmix_alpha, mixed.augment.randaug_ops = 1.0, 2
     changed = data_identity(mixed, names, labels, 4)

@@ -126,3 +126,12 @@ def test_a_continued_pass_must_be_the_same_pass(change, words):
 
 def test_a_continued_pass_may_add_epochs_and_change_its_batch():
     check_continuation(ROOT, make_manifest(epochs=2, batch_size=4), make_manifest(epochs=5, batch_size=64))
+
+
+def test_a_cache_of_other_replayed_draws_names_both_versions():
+    """A change to how views, RandAugment or the mixing are drawn bumps views.DRAWS_VERSION: an older cache
+    holds other images' outputs and must be refused, not read."""
+    m = make_manifest(**{"replayed draws version": 1})
+    with pytest.raises(BadInputError) as info:
+        check(m, {**m.made_from, "replayed draws version": 2})
+    assert one_line(info).endswith("was made with replayed draws version 1, this run has 2")
