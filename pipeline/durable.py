@@ -12,3 +12,13 @@ def fsync_dir(path: Path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_text_durably(path: Path, text: str):
+    """Replace a small file whole and on disk: temporary file, fsync, rename (a crash leaves the old or the new)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

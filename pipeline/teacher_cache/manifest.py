@@ -16,12 +16,12 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.durable import write_text_durably
 from pipeline.errors import BadInputError, MissingInputError
 from pipeline.teacher_cache.layout import record_dtype, shard_name, stored_temperatures
 
@@ -160,10 +160,4 @@ def load_manifest(root: str | Path) -> Manifest:
 
 def write_manifest(root: str | Path, manifest: Manifest):
     """Replace the manifest whole: temporary file, fsync, rename (a crash leaves the old or the new one)."""
-    path = Path(root) / MANIFEST
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(manifest.to_json())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_durably(Path(root) / MANIFEST, manifest.to_json())

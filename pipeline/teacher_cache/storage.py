@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.durable import fsync_dir
+from pipeline.durable import fsync_dir, write_text_durably
 from pipeline.errors import BadInputError, MissingInputError
 from pipeline.teacher_cache.layout import shard_of, shard_rows
 from pipeline.teacher_cache.manifest import Manifest, read_manifest, write_manifest
@@ -42,12 +42,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _write_json_atomically(path: Path, data: dict):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_durably(path, json.dumps(data))
 
 
 def verify_shard(root: Path, name: str, entry: dict, checksum: bool):
